@@ -1,0 +1,70 @@
+"""Targets: what a builder produces, as a Python tag, an ABI tag and a platform tag."""
+
+from __future__ import annotations
+
+import sys
+import sysconfig
+from dataclasses import dataclass
+from functools import cached_property
+
+from packaging import tags
+from packaging.tags import Tag
+
+from wheelmill.errors import InvalidTarget
+
+
+@dataclass(frozen=True)
+class Target:
+    """One build target, e.g. ``cp311-cp311-linux_armv7l``."""
+
+    interpreter: str  # e.g. cp311
+    abi: str  # e.g. cp311
+    platform: str  # e.g. linux_armv7l
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        parts = text.strip().split("-")
+        if len(parts) != 3 or not all(parts):
+            raise InvalidTarget(f"target {text!r} is not PYTHON-ABI-PLATFORM, e.g. cp311-cp311-linux_x86_64")
+        interpreter, abi, platform = parts
+        if not interpreter.startswith("cp") or not interpreter[2:].isdigit() or len(interpreter) < 4:
+            raise InvalidTarget(f"target {text!r}: interpreter {interpreter!r} is not cpXY")
+        return cls(interpreter, abi, platform)
+
+    @classmethod
+    def host(cls) -> Target:
+        """The target the running interpreter builds for (its most specific platform tag)."""
+        best = next(iter(tags.sys_tags()))
+        interpreter = f"cp{sys.version_info.major}{sys.version_info.minor}"
+        abi = best.abi if best.abi.startswith("cp") else interpreter
+        # The platform tag setuptools writes into a wheel it builds here, not manylinux.
+        return cls(interpreter, abi, _build_platform())
+
+    def __str__(self) -> str:
+        return f"{self.interpreter}-{self.abi}-{self.platform}"
+
+    @property
+    def python_version(self) -> tuple[int, int]:
+        digits = self.interpreter[2:]
+        return int(digits[0]), int(digits[1:])
+
+    @property
+    def python_version_text(self) -> str:
+        major, minor = self.python_version
+        return f"{major}.{minor}"
+
+    @cached_property
+    def supported_tags(self) -> frozenset[Tag]:
+        """Every wheel tag an interpreter of this target can install."""
+        version = self.python_version
+        platforms = [self.platform]
+        found = set(tags.cpython_tags(version, abis=[self.abi], platforms=platforms))
+        found.update(tags.compatible_tags(version, self.interpreter, platforms))
+        return frozenset(found)
+
+    def can_install(self, wheel_tags: frozenset[Tag] | set[Tag]) -> bool:
+        return not self.supported_tags.isdisjoint(wheel_tags)
+
+
+def _build_platform() -> str:
+    return sysconfig.get_platform().replace("-", "_").replace(".", "_")
