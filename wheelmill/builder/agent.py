@@ -1,0 +1,169 @@
+"""The builder agent: register, then claim, build, upload and complete, forever.
+
+A heartbeat thread keeps the lease alive during each build and carries the master's orders:
+``abort`` (or a lost lease, 409) cancels the build, ``pause`` stops claiming after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from wheelmill import __version__
+from wheelmill.builder import building
+from wheelmill.builder.client import MasterClient
+from wheelmill.errors import LeaseLost, UploadRefused
+from wheelmill.targets import Target
+
+log = logging.getLogger(__name__)
+
+
+def host_info(target: Target, workdir: Path) -> dict[str, Any]:
+    """What a builder tells the master about itself when it registers."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = None
+    return {
+        "target": str(target),
+        "os": platform.platform(),
+        "cpu": f"{platform.machine()} x{os.cpu_count()}",
+        "memory_bytes": memory,
+        "disk_free_bytes": shutil.disk_usage(workdir).free,
+        "versions": {"wheelmill": __version__, "python": platform.python_version()},
+    }
+
+
+class Heartbeats(threading.Thread):
+    """Beats every ``interval`` seconds until stopped; sets ``cancel`` when the build must end."""
+
+    def __init__(self, client: MasterClient, lease_id: str, interval: float, workdir: Path) -> None:
+        super().__init__(name="wheelmill-heartbeat", daemon=True)
+        self.client = client
+        self.lease_id = lease_id
+        self.interval = interval
+        self.workdir = workdir.resolve()
+        self.phase = "building"
+        self.cancel = threading.Event()
+        self.lost = False
+        self.paused = False
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            state = {
+                "phase": self.phase,
+                "disk_free_bytes": shutil.disk_usage(self.workdir).free,
+                "load": os.getloadavg()[0],
+            }
+            try:
+                answer = self.client.heartbeat(self.lease_id, state)
+            except LeaseLost:
+                log.warning("lease %s lost: dropping the build", self.lease_id)
+                self.lost = True
+                self.cancel.set()
+                return
+            except Exception:
+                log.exception("heartbeat failed")
+                continue
+            if answer["action"] == "abort":
+                log.warning("the master aborted lease %s", self.lease_id)
+                self.lost = True
+                self.cancel.set()
+                return
+            self.paused = answer["action"] == "pause"
+
+
+class BuilderAgent:
+    def __init__(
+        self,
+        client: MasterClient,
+        sandbox_mode: str,
+        workdir: Path,
+        *,
+        python: str = sys.executable,
+        target: Target | None = None,
+    ) -> None:
+        self.client = client
+        self.sandbox_mode = sandbox_mode
+        self.workdir = workdir.resolve()
+        self.python = python
+        self.target = target or Target.host()
+        self.stop = threading.Event()
+        self.current: Heartbeats | None = None
+
+    def shutdown(self) -> None:
+        """Stop claiming, cancel the running build and hand its job back to the master."""
+        self.stop.set()
+        current = self.current
+        if current is not None:
+            current.cancel.set()
+
+    def run(self, max_jobs: int | None = None) -> int:
+        """Claim and build until stopped (or ``max_jobs`` builds); returns builds done."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        registered = self.client.register(host_info(self.target, self.workdir))
+        log.info("registered as %s for %s", registered["name"], self.target)
+        done = 0
+        while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
+            job, wait = self.client.claim()
+            if job is None:
+                self.stop.wait(wait)
+                continue
+            self.run_job(job)
+            done += 1
+        return done
+
+    def run_job(self, job: dict[str, Any]) -> None:
+        workdir = self.workdir / f"build-{job['build_id']}"
+        building.clean(workdir)
+        workdir.mkdir(parents=True)
+        beats = Heartbeats(self.client, job["lease_id"], job["heartbeat_seconds"], workdir)
+        beats.start()
+        log.info(
+            "building %s %s for %s (job %s)", job["package"], job["version"], job["target"], job["job_id"]
+        )
+        try:
+            self.current = beats
+            outcome = building.build(job, workdir, self.sandbox_mode, self.python, beats.cancel)
+            if beats.lost:
+                return
+            if (
+                self.stop.is_set()
+            ):  # shutting down: hand the job back rather than wait for the lease to expire
+                self.client.release(job["lease_id"])
+                return
+            beats.phase = "uploading"
+            self._report(job, outcome)
+        except LeaseLost:
+            log.warning("lease of job %s is gone; the build is dropped", job["job_id"])
+        finally:
+            self.current = None
+            beats.stopped.set()
+            beats.join()
+            building.clean(workdir)
+
+    def _report(self, job: dict[str, Any], outcome: building.Outcome) -> None:
+        lease = job["lease_id"]
+        try:
+            for wheel in outcome.wheels:
+                self.client.upload(lease, wheel, building.sha256_of(wheel))
+        except UploadRefused as exc:
+            log.error("the master refused a wheel of job %s: %s", job["job_id"], exc)
+            outcome.success = False
+            outcome.failure_reason = "upload_refused"
+            outcome.failure_detail = str(exc)[:2000]
+            outcome.wheels = []
+        answer = self.client.complete(lease, outcome.report())
+        log.info(
+            "job %s: %s (build %s)",
+            job["job_id"],
+            "built" if outcome.success else "failed",
+            answer["build_id"],
+        )

@@ -1,0 +1,218 @@
+"""The ``wheelmill`` command. Each subcommand is a small function; settings are loaded once here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from wheelmill.config import Settings, load_settings, option_help
+from wheelmill.errors import WheelmillError
+
+console = Console(stderr=True)
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return load_settings(args.config, **overrides)
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.runner import run_up
+
+    return run_up(settings, watch=args.watch, builders=args.builders)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.runner import run_serve
+
+    return run_serve(settings)
+
+
+def cmd_builder(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.runner import run_builder
+
+    token = args.token or os.environ.get("WHEELMILL_TOKEN")
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+    if not token:
+        raise WheelmillError("a builder needs its token: --token, --token-file or WHEELMILL_TOKEN")
+    return run_builder(
+        settings, master_url=args.master, token=token, workdir=args.workdir, max_jobs=args.max_jobs
+    )
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.db.engine import Database
+    from wheelmill.db.migrate import current_revision, upgrade
+
+    db = Database(settings.resolved_database_url)
+    if args.action == "upgrade":
+        upgrade(db)
+    console.print(f"database {db.url.render_as_string()} at revision {current_revision(db)}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.db.engine import Database
+    from wheelmill.db.migrate import upgrade
+    from wheelmill.upstream import watch
+
+    db = Database(settings.resolved_database_url)
+    upgrade(db)
+    if args.action == "add":
+        for name in watch.add_watches(db, args.names):
+            print(f"watching {name}")
+    elif args.action == "remove":
+        for name in watch.remove_watches(db, args.names):
+            print(f"no longer watching {name}")
+    else:
+        for row in watch.list_watches(db):
+            print(f"{row.name}\tserial {row.last_serial}\tchecked {row.checked_at or 'never'}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.db import builders
+    from wheelmill.db.engine import Database
+    from wheelmill.db.migrate import upgrade
+
+    db = Database(settings.resolved_database_url)
+    upgrade(db)
+    with db.write() as session:
+        if args.action == "create":
+            print(builders.create_token(session, args.builder))
+        else:
+            builders.revoke_token(session, args.builder)
+            console.print(f"token of {args.builder!r} revoked")
+    return 0
+
+
+def cmd_builders(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.table import Table
+
+    from wheelmill.db import builders
+    from wheelmill.db.engine import Database
+    from wheelmill.db.tables import BuilderState
+
+    db = Database(settings.resolved_database_url)
+    if args.action == "list":
+        table = Table("name", "state", "target", "phase", "last seen", "os")
+        with db.read() as session:
+            for b in builders.list_builders(session):
+                table.add_row(
+                    b.name, str(b.state), b.target or "", b.phase or "", str(b.last_seen or ""), b.os or ""
+                )
+        Console().print(table)
+        return 0
+    if not args.name:
+        raise WheelmillError(f"'builders {args.action}' needs a builder NAME")
+    state = {
+        "pause": BuilderState.paused,
+        "resume": BuilderState.active,
+        "drain": BuilderState.draining,
+        "kill": BuilderState.killed,
+    }[args.action]
+    with db.write() as session:
+        builders.set_state(session, args.name, state)
+    console.print(f"builder {args.name!r} is now {state}; it obeys at its next heartbeat or claim")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.runner import run_publish
+
+    return run_publish(settings, everything=args.all)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    options = "\n".join(f"  {env:32} {text} (default {default})" for env, default, text in option_help())
+    parser = argparse.ArgumentParser(
+        prog="wheelmill",
+        description="A wheel build farm: follows an upstream index, builds wheels, serves them.",
+        epilog=f"settings (TOML keys, lower case; or environment variables):\n{options}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="TOML settings file (or WHEELMILL_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="run a whole farm here: master on SQLite, a local builder, the index")
+    up.add_argument(
+        "--watch", default=None, help="packages to follow, comma-separated (adds to the watch list)"
+    )
+    up.add_argument("--upstream", default=None, help="upstream simple index URL (default PyPI)")
+    up.add_argument("--listen", default=None, help="HOST:PORT to serve on (default 127.0.0.1:8000)")
+    up.add_argument("--builders", type=int, default=1, help="local builders to run (default 1)")
+    up.set_defaults(func=cmd_up, overrides=("upstream", "listen"))
+
+    serve = sub.add_parser("serve", help="run the master: builder API, index, pages, background loops")
+    serve.add_argument("--listen", default=None, help="HOST:PORT to serve on")
+    serve.set_defaults(func=cmd_serve, overrides=("listen",))
+
+    builder = sub.add_parser("builder", help="run a builder that claims jobs from a master over HTTP")
+    builder.add_argument("--master", required=True, help="the master's URL, e.g. http://farm:8000/")
+    builder.add_argument("--token", help="this builder's token (or WHEELMILL_TOKEN)")
+    builder.add_argument("--token-file", help="read the token from this file")
+    builder.add_argument("--workdir", type=Path, default=None, help="scratch space for builds")
+    builder.add_argument("--max-jobs", type=int, default=None, help="stop after this many builds")
+    builder.set_defaults(func=cmd_builder)
+
+    db = sub.add_parser("db", help="database schema: upgrade to the newest migration, or show it")
+    db.add_argument("action", choices=["upgrade", "current"])
+    db.set_defaults(func=cmd_db)
+
+    watch = sub.add_parser("watch", help="the watch list of packages followed in watch mode")
+    watch.add_argument("action", choices=["add", "remove", "list"])
+    watch.add_argument("names", nargs="*", help="package names")
+    watch.set_defaults(func=cmd_watch)
+
+    token = sub.add_parser("token", help="create or revoke a builder's token")
+    token.add_argument("action", choices=["create", "revoke"])
+    token.add_argument("--builder", required=True, help="the builder's name")
+    token.set_defaults(func=cmd_token)
+
+    fleet = sub.add_parser("builders", help="list builders; pause, resume, drain or kill one")
+    fleet.add_argument("action", choices=["list", "pause", "resume", "drain", "kill"])
+    fleet.add_argument("name", nargs="?", help="the builder's name")
+    fleet.set_defaults(func=cmd_builders)
+
+    publish = sub.add_parser("publish", help="rewrite the whole published site (index and pages)")
+    publish.add_argument(
+        "--all",
+        action="store_true",
+        help="every project and log, with a progress bar (default: only the site-wide pages)",
+    )
+    publish.set_defaults(func=cmd_publish)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        overrides = {key: getattr(args, key) for key in getattr(args, "overrides", ())}
+        settings = _settings(args, **overrides)
+        return args.func(args, settings)
+    except WheelmillError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

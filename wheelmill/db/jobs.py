@@ -1,0 +1,336 @@
+"""The queue's SQL: planning writes, claims, heartbeats, completion and reaping.
+
+This is the only module that changes a job's status. Each function is one named query or a
+short sequence of them, run inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.orm import Session
+
+from wheelmill.db.tables import (
+    OPEN_JOB_STATES,
+    Build,
+    Builder,
+    BuildStatus,
+    Job,
+    JobStatus,
+    Package,
+    Source,
+    TargetRow,
+    UpstreamWheel,
+    Version,
+    utcnow,
+)
+from wheelmill.errors import LeaseLost
+from wheelmill.planning import Decision, Outcome, VersionFacts
+from wheelmill.retry import after_lost_builder
+from wheelmill.targets import Target
+
+_REPLANNABLE = (JobStatus.queued, JobStatus.waiting, JobStatus.skipped, JobStatus.cancelled)
+_FINAL_BY_OUTCOME = {
+    Outcome.build: JobStatus.queued,
+    Outcome.skip: JobStatus.skipped,
+    Outcome.covered: JobStatus.covered,
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job handed to a builder, with everything it needs to build it."""
+
+    job_id: int
+    build_id: int
+    lease_id: str
+    lease_expires: datetime
+    package: str
+    version: str
+    canonical_version: str
+    target: str
+    cflags: str | None
+    source_url: str
+    source_filename: str
+    source_sha256: str
+    source_size: int
+    remedy: str | None
+
+
+def ensure_targets(session: Session, targets: Iterable[Target]) -> dict[str, int]:
+    """Rows for the configured targets; returns tag -> id."""
+    ids: dict[str, int] = {}
+    for target in targets:
+        row = session.scalar(select(TargetRow).where(TargetRow.tag == str(target)))
+        if row is None:
+            row = TargetRow(
+                tag=str(target), python_version=target.python_version_text, platform=target.platform
+            )
+            session.add(row)
+            session.flush()
+        ids[str(target)] = row.id
+    return ids
+
+
+def target_id(session: Session, tag: str) -> int | None:
+    return session.scalar(select(TargetRow.id).where(TargetRow.tag == tag))
+
+
+def version_facts(session: Session, version_id: int) -> tuple[Version, VersionFacts]:
+    version = session.get_one(Version, version_id)
+    package = session.get_one(Package, version.package_id)
+    sdists = session.execute(
+        select(Source.filename, Source.requires_python).where(Source.version_id == version_id)
+    ).all()
+    wheels = session.scalars(
+        select(UpstreamWheel.filename).where(UpstreamWheel.version_id == version_id)
+    ).all()
+    facts = VersionFacts(
+        sdists=tuple(row.filename for row in sdists),
+        upstream_wheels=tuple(wheels),
+        requires_python=next((row.requires_python for row in sdists if row.requires_python), None),
+        yanked=version.yanked,
+        quarantined=version.quarantined or package.quarantined or version.removed or package.removed,
+        package_skip=package.skip_reason,
+        version_skip=version.skip_reason,
+    )
+    return version, facts
+
+
+def write_decisions(session: Session, version: Version, decisions: dict[int, Decision]) -> int:
+    """Create or update this version's job per target (target id -> decision); returns jobs queued.
+
+    Jobs that reached a result (built, failed, cancelled by removal stays until re-planned) keep it,
+    except that a skipped or covered job becomes queued again when the reason went away (an sdist
+    arrived for a binary-only version).
+    """
+    existing = {
+        job.target_id: job for job in session.scalars(select(Job).where(Job.version_id == version.id))
+    }
+    queued = 0
+    for tid, decision in decisions.items():
+        status = _FINAL_BY_OUTCOME[decision.outcome]
+        job = existing.get(tid)
+        if job is None:
+            session.add(
+                Job(
+                    version_id=version.id,
+                    target_id=tid,
+                    status=status,
+                    reason=decision.reason,
+                    released_at=version.released_at,
+                )
+            )
+        elif job.status in _REPLANNABLE or (
+            # a farm wheel may cover it too: only another "not a build" decision replaces covered
+            job.status is JobStatus.covered and decision.outcome is not Outcome.build
+        ):
+            job.status, job.reason, job.updated_at = status, decision.reason, utcnow()
+        else:
+            continue
+        queued += status is JobStatus.queued
+    return queued
+
+
+def cancel_open_jobs(session: Session, version_ids: Sequence[int], reason: str) -> list[int]:
+    """Cancel the open jobs of versions that went away; returns the cancelled job ids.
+
+    Leased jobs are cancelled too: the builder learns it at its next heartbeat (lease refused).
+    """
+    if not version_ids:
+        return []
+    rows = session.scalars(
+        update(Job)
+        .where(Job.version_id.in_(version_ids), Job.status.in_(OPEN_JOB_STATES))
+        .values(
+            status=JobStatus.cancelled, reason=reason, lease_id=None, lease_expires=None, updated_at=utcnow()
+        )
+        .returning(Job.id)
+    ).all()
+    return list(rows)
+
+
+def claim(session: Session, target: int, builder: int, lease_seconds: float, is_sqlite: bool) -> Claim | None:
+    """Lease the best open job of ``target`` to ``builder``: highest priority, then newest release.
+
+    One indexed UPDATE: PostgreSQL skips rows other claims hold (``FOR UPDATE SKIP LOCKED``);
+    SQLite callers hold the write lock already (``BEGIN IMMEDIATE``).
+    """
+    now = utcnow()
+    lease_id = str(uuid.uuid4())
+    expires = now + timedelta(seconds=lease_seconds)
+    best = (
+        select(Job.id)
+        .where(Job.target_id == target, Job.status == JobStatus.queued)
+        .order_by(Job.priority.desc(), Job.released_at.desc(), Job.id)
+        .limit(1)
+    )
+    if not is_sqlite:
+        best = best.with_for_update(skip_locked=True)
+    row = session.execute(
+        update(Job)
+        .where(Job.id == best.scalar_subquery())
+        .values(
+            status=JobStatus.leased,
+            lease_id=lease_id,
+            lease_expires=expires,
+            builder_id=builder,
+            attempts=Job.attempts + 1,
+            updated_at=now,
+        )
+        .returning(Job.id, Job.version_id, Job.remedy)
+    ).first()
+    if row is None:
+        return None
+    build = Build(job_id=row.id, builder_id=builder, lease_id=lease_id, started_at=now)
+    session.add(build)
+    session.flush()
+    info = session.execute(
+        select(
+            Package.name,
+            Version.version,
+            Version.canonical,
+            TargetRow.tag,
+            TargetRow.cflags,
+            Source.url,
+            Source.filename,
+            Source.sha256,
+            Source.size,
+        )
+        .join(Version, Version.package_id == Package.id)
+        .join(Source, Source.version_id == Version.id)
+        .join(TargetRow, TargetRow.id == target)
+        .where(Version.id == row.version_id)
+        .order_by(Source.yanked, Source.filename.like("%.tar.gz").desc(), Source.id)
+        .limit(1)
+    ).one()
+    return Claim(
+        job_id=row.id,
+        build_id=build.id,
+        lease_id=lease_id,
+        lease_expires=expires,
+        package=info.name,
+        version=info.version,
+        canonical_version=info.canonical,
+        target=info.tag,
+        cflags=info.cflags,
+        source_url=info.url,
+        source_filename=info.filename,
+        source_sha256=info.sha256,
+        source_size=info.size,
+        remedy=row.remedy,
+    )
+
+
+def leased_job(session: Session, lease_id: str, builder: int) -> Job:
+    """The job this builder holds under ``lease_id``, locked; LeaseLost if expired or replaced."""
+    job = session.scalar(
+        select(Job)
+        .where(
+            Job.lease_id == lease_id,
+            Job.builder_id == builder,
+            Job.status == JobStatus.leased,
+            Job.lease_expires > utcnow(),
+        )
+        .with_for_update()
+    )
+    if job is None:
+        raise LeaseLost(f"lease {lease_id!r} expired or was replaced")
+    return job
+
+
+def extend_lease(session: Session, lease_id: str, builder: int, lease_seconds: float) -> datetime:
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.lease_id == lease_id,
+            Job.builder_id == builder,
+            Job.status == JobStatus.leased,
+            Job.lease_expires > utcnow(),
+        )
+        .values(lease_expires=expires)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost(f"lease {lease_id!r} expired or was replaced")
+    return expires
+
+
+def finish(
+    session: Session,
+    job: Job,
+    *,
+    status: JobStatus,
+    reason: str | None = None,
+    not_before: datetime | None = None,
+) -> None:
+    """Release a job's lease and give it its next status."""
+    job.status = status
+    job.reason = reason
+    job.lease_id = None
+    job.lease_expires = None
+    job.not_before = not_before
+    job.updated_at = utcnow()
+
+
+def cover_other_targets(session: Session, version_id: int, target_ids: Sequence[int], reason: str) -> int:
+    """Close other open jobs of a version as covered by a wheel that serves their targets."""
+    if not target_ids:
+        return 0
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.version_id == version_id,
+            Job.target_id.in_(target_ids),
+            Job.status.in_((JobStatus.queued, JobStatus.waiting)),
+        )
+        .values(status=JobStatus.covered, reason=reason, updated_at=utcnow())
+    )
+    return result.rowcount
+
+
+def reap(session: Session, max_attempts: int, now: datetime | None = None) -> list[int]:
+    """Return expired leases to the queue (or fail them after ``max_attempts``), and wake waiting jobs."""
+    now = now or utcnow()
+    expired = session.scalars(
+        select(Job)
+        .where(Job.status == JobStatus.leased, Job.lease_expires < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in expired:
+        session.execute(
+            update(Build)
+            .where(Build.lease_id == job.lease_id, Build.status == BuildStatus.running)
+            .values(status=BuildStatus.lost, finished_at=now, failure_reason="builder_lost")
+        )
+        step = after_lost_builder(job.attempts, max_attempts)
+        reason = (
+            f"builder lost {job.attempts} times"
+            if step.status is JobStatus.failed
+            else "builder lost; retrying"
+        )
+        finish(session, job, status=step.status, reason=reason)
+    session.execute(
+        update(Job)
+        .where(Job.status == JobStatus.waiting, Job.not_before <= now)
+        .values(status=JobStatus.queued, not_before=None, updated_at=now)
+    )
+    return [job.id for job in expired]
+
+
+def queue_depth(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(TargetRow.tag, func.count(Job.id))
+        .select_from(TargetRow)
+        .outerjoin(Job, and_(Job.target_id == TargetRow.id, Job.status == JobStatus.queued))
+        .group_by(TargetRow.tag)
+    ).all()
+    return {tag: count for tag, count in rows}
+
+
+def builder_current_job(session: Session, builder: Builder) -> Job | None:
+    return session.scalar(select(Job).where(Job.builder_id == builder.id, Job.status == JobStatus.leased))

@@ -1,0 +1,262 @@
+"""The builder protocol: register, claim, heartbeat, upload, complete (DESIGN.md, "Builder protocol").
+
+Routes only translate HTTP to calls on ``wheelmill.db`` and the master's services; every
+database write is one short transaction, and uploads stream outside any transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select, update
+
+from wheelmill.db import builders as builder_sql
+from wheelmill.db import jobs as queue_sql
+from wheelmill.db.tables import Build, BuilderState, BuildStatus, JobStatus, Package, Version
+from wheelmill.errors import AuthError, Forbidden, UploadRefused
+from wheelmill.master import completion
+from wheelmill.master.context import Master
+from wheelmill.master.uploads import JobIdentity
+from wheelmill.targets import Target
+
+router = APIRouter(prefix="/api/v1")
+CLAIM_RETRY_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated builder making a call."""
+
+    id: int
+    name: str
+    target: str | None
+    state: BuilderState
+
+
+def get_master(request: Request) -> Master:
+    return request.app.state.master
+
+
+def get_caller(
+    master: Annotated[Master, Depends(get_master)], authorization: Annotated[str | None, Header()] = None
+) -> Caller:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise AuthError("send the builder token as 'Authorization: Bearer TOKEN'")
+    with master.db.read() as session:
+        builder = builder_sql.authenticate(session, authorization.removeprefix("Bearer ").strip())
+        return Caller(builder.id, builder.name, builder.target, builder.state)
+
+
+MasterDep = Annotated[Master, Depends(get_master)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+class Registration(BaseModel):
+    target: str = Field(description="the target this builder builds, e.g. cp311-cp311-linux_x86_64")
+    os: str | None = None
+    cpu: str | None = None
+    memory_bytes: int | None = Field(default=None, ge=0)
+    disk_free_bytes: int | None = Field(default=None, ge=0)
+    versions: dict[str, str] | None = None
+
+
+class Registered(BaseModel):
+    builder_id: int
+    name: str
+    heartbeat_seconds: float
+
+
+class ClaimedJob(BaseModel):
+    job_id: int
+    build_id: int
+    lease_id: str
+    lease_expires: datetime
+    heartbeat_seconds: float
+    package: str
+    version: str
+    target: str
+    cflags: str | None
+    source_url: str
+    source_filename: str
+    source_sha256: str
+    source_size: int
+    time_limit_seconds: float
+    index_url: str
+    extra_index_url: str
+    extra_requirements: list[str]
+
+
+class Heartbeat(BaseModel):
+    phase: str | None = Field(default=None, max_length=50)
+    disk_free_bytes: int | None = Field(default=None, ge=0)
+    load: float | None = None
+
+
+class HeartbeatAnswer(BaseModel):
+    lease_expires: datetime
+    action: Literal["continue", "abort", "pause"]
+
+
+class Completion(BaseModel):
+    status: Literal["success", "failed"]
+    duration_s: float = Field(ge=0)
+    files: list[str] = []
+    log_gzip_base64: str = ""
+    environment: dict[str, Any] = {}
+    failure_reason: str | None = Field(default=None, max_length=50)
+    failure_detail: str | None = Field(default=None, max_length=2000)
+    apt_packages: dict[str, list[str]] = {}
+
+
+class Completed(BaseModel):
+    build_id: int
+
+
+@router.post("/builders", response_model=Registered)
+def register(body: Registration, master: MasterDep, caller: CallerDep) -> Registered:
+    """A builder starts: it says what it is and which target it builds."""
+    Target.parse(body.target)
+    with master.db.write() as session:
+        builder = builder_sql.get_builder(session, caller.name)
+        builder_sql.register(session, builder, body.model_dump())
+        return Registered(
+            builder_id=builder.id, name=builder.name, heartbeat_seconds=heartbeat_seconds(master)
+        )
+
+
+@router.post(
+    "/jobs/claim",
+    response_model=ClaimedJob,
+    responses={204: {"description": "no work now; ask again after Retry-After seconds"}},
+)
+def claim(master: MasterDep, caller: CallerDep, response: Response) -> ClaimedJob | Response:
+    """The best open job for the caller's target, with a lease."""
+    if caller.target is None:
+        raise Forbidden("register (POST /api/v1/builders) before claiming")
+    target_id = master.target_ids.get(caller.target)
+    if target_id is None or caller.state is not BuilderState.active:
+        return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
+    with master.db.write() as session:
+        job = queue_sql.claim(
+            session, target_id, caller.id, master.settings.lease_seconds, master.db.is_sqlite
+        )
+    if job is None:
+        return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
+    master.dirty.mark(project=job.package)
+    base = master.settings.resolved_base_url
+    return ClaimedJob(
+        job_id=job.job_id,
+        build_id=job.build_id,
+        lease_id=job.lease_id,
+        lease_expires=job.lease_expires,
+        heartbeat_seconds=heartbeat_seconds(master),
+        package=job.package,
+        version=job.version,
+        target=job.target,
+        cflags=job.cflags,
+        source_url=job.source_url,
+        source_filename=job.source_filename,
+        source_sha256=job.source_sha256,
+        source_size=job.source_size,
+        time_limit_seconds=master.settings.build_timeout,
+        index_url=base + "simple/",
+        extra_index_url=master.settings.upstream,
+        extra_requirements=[job.remedy] if job.remedy else [],
+    )
+
+
+@router.post("/leases/{lease_id}/heartbeat", response_model=HeartbeatAnswer)
+def heartbeat(lease_id: str, body: Heartbeat, master: MasterDep, caller: CallerDep) -> HeartbeatAnswer:
+    """Extend the lease; the answer says whether to go on."""
+    with master.db.write() as session:
+        builder = builder_sql.get_builder(session, caller.name)
+        builder_sql.touch(
+            session, builder, phase=body.phase, load=body.load, disk_free_bytes=body.disk_free_bytes
+        )
+        if builder.state is BuilderState.killed:
+            job = queue_sql.leased_job(session, lease_id, caller.id)
+            session.execute(
+                update(Build).where(Build.lease_id == lease_id).values(status=BuildStatus.aborted)
+            )
+            queue_sql.finish(session, job, status=JobStatus.queued, reason="build aborted by an admin")
+            return HeartbeatAnswer(lease_expires=datetime.now().astimezone(), action="abort")
+        expires = queue_sql.extend_lease(session, lease_id, caller.id, master.settings.lease_seconds)
+    action = "pause" if caller.state is BuilderState.paused else "continue"
+    return HeartbeatAnswer(lease_expires=expires, action=action)
+
+
+@router.post("/leases/{lease_id}/release", status_code=204)
+def release(lease_id: str, master: MasterDep, caller: CallerDep) -> Response:
+    """The builder is stopping: the job goes back to the queue at once instead of at lease expiry."""
+    with master.db.write() as session:
+        job = queue_sql.leased_job(session, lease_id, caller.id)
+        session.execute(update(Build).where(Build.lease_id == lease_id).values(status=BuildStatus.aborted))
+        queue_sql.finish(session, job, status=JobStatus.queued, reason="released by a stopping builder")
+    master.staging.drop(lease_id)
+    return Response(status_code=204)
+
+
+@router.put("/leases/{lease_id}/files/{filename}", status_code=201)
+async def upload(
+    lease_id: str,
+    filename: str,
+    request: Request,
+    master: MasterDep,
+    caller: CallerDep,
+    x_sha256: Annotated[str, Header(pattern="^[0-9a-fA-F]{64}$")],
+    content_length: Annotated[int, Header(ge=0)],
+) -> dict[str, str]:
+    """Stream one wheel into staging; the master checks hash, size, archive and job itself."""
+    job = _job_identity(master, lease_id, caller)
+    staged = await master.staging.receive(
+        job,
+        filename,
+        request.stream(),
+        declared_sha256=x_sha256,
+        declared_size=content_length,
+        limit=master.settings.max_upload_bytes,
+    )
+    return {"filename": staged.filename, "sha256": staged.sha256}
+
+
+@router.post("/leases/{lease_id}/complete", response_model=Completed)
+def complete(lease_id: str, body: Completion, master: MasterDep, caller: CallerDep) -> Completed:
+    """The build ended: record it (and its uploaded wheels) in one transaction."""
+    try:
+        log_gzip = base64.b64decode(body.log_gzip_base64, validate=True)
+    except binascii.Error as exc:
+        raise UploadRefused("log_gzip_base64 is not valid base64", reason="log") from exc
+    report = completion.Report(
+        success=body.status == "success",
+        duration_s=body.duration_s,
+        files=tuple(body.files),
+        log_gzip=log_gzip,
+        environment=body.environment,
+        failure_reason=body.failure_reason,
+        failure_detail=body.failure_detail,
+        apt_packages=body.apt_packages,
+    )
+    return Completed(build_id=completion.complete(master, caller.id, lease_id, report))
+
+
+def heartbeat_seconds(master: Master) -> float:
+    return max(1.0, master.settings.lease_seconds / 4)
+
+
+def _job_identity(master: Master, lease_id: str, caller: Caller) -> JobIdentity:
+    with master.db.read() as session:
+        job = queue_sql.leased_job(session, lease_id, caller.id)
+        package, version = session.execute(
+            select(Package.name, Version.version)
+            .join(Version, Version.package_id == Package.id)
+            .where(Version.id == job.version_id)
+        ).one()
+    return JobIdentity(
+        lease_id=lease_id, package=package, version=version, target=Target.parse(caller.target or "")
+    )

@@ -1,0 +1,176 @@
+"""Finishing a build: publish its staged wheels and record the build in one transaction.
+
+Order matters for crash safety: the wheels are renamed into the file store first, then the
+database commits. A crash between the two leaves an unlisted file that ``audit`` finds; the
+reverse order could list a file that does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from packaging.tags import parse_tag
+from packaging.utils import parse_wheel_filename
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from wheelmill.db import jobs as queue_sql
+from wheelmill.db.tables import Build, BuildStatus, File, Job, JobStatus, Package, TargetRow, Version, utcnow
+from wheelmill.errors import UploadRefused
+from wheelmill.master.context import Master
+from wheelmill.master.uploads import StagedWheel
+from wheelmill.retry import after_failure
+from wheelmill.targets import Target
+from wheelmill.wheels import covers, rename_platform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a builder says when its build ends."""
+
+    success: bool
+    duration_s: float
+    files: tuple[str, ...] = ()
+    log_gzip: bytes = b""
+    environment: dict[str, Any] = field(default_factory=dict)
+    failure_reason: str | None = None
+    failure_detail: str | None = None
+    apt_packages: dict[str, list[str]] = field(default_factory=dict)  # filename -> Debian packages
+
+
+def complete(master: Master, builder_id: int, lease_id: str, report: Report) -> int:
+    """Record the end of the build under ``lease_id``; returns the build id."""
+    with master.db.read() as session:
+        job = queue_sql.leased_job(session, lease_id, builder_id)
+        build_id = session.scalar(select(Build.id).where(Build.lease_id == lease_id))
+        package = session.scalar(
+            select(Package.name)
+            .join(Version, Version.package_id == Package.id)
+            .where(Version.id == job.version_id)
+        )
+    staged = [_staged(master, lease_id, name) for name in report.files] if report.success else []
+    if report.success and not staged:
+        raise UploadRefused("a successful build must name the wheels it uploaded", reason="no_files")
+    master.logs.save(build_id, report.log_gzip)
+    metadata_hashes = {
+        w.filename: master.files.store(package, w.filename, w.path, w.metadata) for w in staged
+    }
+    with master.db.write() as session:
+        job = queue_sql.leased_job(session, lease_id, builder_id)  # fenced: the lease may have gone meanwhile
+        build = session.get_one(Build, build_id)
+        build.finished_at = utcnow()
+        build.duration_s = report.duration_s
+        build.environment = report.environment
+        build.log_size = len(report.log_gzip)
+        if report.success:
+            _record_success(master, session, job, build, staged, metadata_hashes, report)
+        else:
+            _record_failure(session, job, build, report)
+    master.staging.drop(lease_id)
+    master.dirty.mark(project=package, log=build_id)
+    log.info("build %s of job %s (%s) ended: %s", build_id, job.id, package, build.status)
+    return build_id
+
+
+def _staged(master: Master, lease_id: str, filename: str) -> StagedWheel:
+    staged = master.staging.staged(lease_id, filename)
+    if staged is None:
+        raise UploadRefused(
+            f"{filename!r} was named in the completion but never uploaded", reason="missing_file"
+        )
+    return staged
+
+
+def _record_success(
+    master: Master,
+    session: Session,
+    job: Job,
+    build: Build,
+    staged: list[StagedWheel],
+    metadata_hashes: dict[str, str],
+    report: Report,
+) -> None:
+    target = session.get_one(TargetRow, job.target_id)
+    build.status = BuildStatus.success
+    for wheel in staged:
+        session.execute(File.__table__.delete().where(File.filename == wheel.filename))
+        row = File(
+            version_id=job.version_id,
+            build_id=build.id,
+            filename=wheel.filename,
+            target=target.tag,
+            sha256=wheel.sha256,
+            size=wheel.size,
+            requires_python=wheel.requires_python,
+            metadata_sha256=metadata_hashes[wheel.filename],
+            apt_packages=report.apt_packages.get(wheel.filename),
+        )
+        session.add(row)
+        session.flush()
+        _publish_aliases(master, session, job, row)
+    queue_sql.finish(session, job, status=JobStatus.built)
+    _cover_other_targets(session, job, staged)
+
+
+def _publish_aliases(master: Master, session: Session, job: Job, row: File) -> None:
+    """Publish the wheel under each alias platform (linux_armv7l -> linux_armv6l), unless a real
+    build for that platform exists: a real build always wins over an alias."""
+    platforms = {tag.platform for tag in parse_wheel_filename(row.filename)[3]}
+    package = session.scalar(
+        select(Package.name)
+        .join(Version, Version.package_id == Package.id)
+        .where(Version.id == job.version_id)
+    )
+    for platform in platforms:
+        for alias_platform in master.settings.platform_aliases.get(platform, ()):
+            alias = rename_platform(row.filename, alias_platform)
+            existing = session.scalar(select(File).where(File.filename == alias))
+            if existing is not None and existing.alias_of is None:
+                continue
+            if existing is not None:
+                session.delete(existing)
+                session.flush()
+            master.files.link_alias(package, row.filename, alias)
+            session.add(
+                File(
+                    version_id=row.version_id,
+                    build_id=row.build_id,
+                    filename=alias,
+                    target=row.target,
+                    sha256=row.sha256,
+                    size=row.size,
+                    requires_python=row.requires_python,
+                    metadata_sha256=row.metadata_sha256,
+                    alias_of=row.id,
+                    apt_packages=row.apt_packages,
+                )
+            )
+
+
+def _cover_other_targets(session: Session, job: Job, staged: list[StagedWheel]) -> None:
+    """A pure or abi3 wheel serves other targets too: close their open jobs as covered."""
+    others = session.execute(
+        select(TargetRow.id, TargetRow.tag).where(TargetRow.id != job.target_id, TargetRow.enabled)
+    ).all()
+    for wheel in staged:
+        tags = frozenset(tag for text in wheel.tags for tag in parse_tag(text))
+        covered = [tid for tid, tag in others if covers(tags, Target.parse(tag))]
+        queue_sql.cover_other_targets(session, job.version_id, covered, f"covered by {wheel.filename}")
+
+
+def _record_failure(session: Session, job: Job, build: Build, report: Report) -> None:
+    build.status = BuildStatus.failed
+    build.failure_reason = report.failure_reason or "unknown"
+    build.failure_detail = report.failure_detail
+    earlier_transient = session.scalar(
+        select(func.count(Build.id)).where(
+            Build.job_id == job.id, Build.id != build.id, Build.failure_reason == build.failure_reason
+        )
+    )
+    step = after_failure(build.failure_reason, earlier_transient or 0)
+    not_before = utcnow() + step.delay if step.delay else None
+    queue_sql.finish(session, job, status=step.status, reason=build.failure_reason, not_before=not_before)

@@ -1,0 +1,88 @@
+"""The master's background loops: follower, reaper and publisher, each run once per farm.
+
+Each loop is a daemon thread that takes its ``SingletonLock`` before working and keeps trying
+to take it while another process holds it, so a surviving process takes over from a dead one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from wheelmill.db import jobs as queue_sql
+from wheelmill.db.locks import SingletonLock
+from wheelmill.master import publishing
+from wheelmill.master.context import Master
+from wheelmill.upstream import watch
+from wheelmill.upstream.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+LOCK_RETRY_SECONDS = 5.0
+
+
+class Loop(threading.Thread):
+    """Run ``step`` every ``interval`` seconds (or when woken) while holding the named lock."""
+
+    def __init__(
+        self,
+        master: Master,
+        name: str,
+        step: Callable[[], None],
+        interval: float,
+        stop: threading.Event,
+        wake: threading.Event | None = None,
+    ) -> None:
+        super().__init__(name=f"wheelmill-{name}", daemon=True)
+        self.lock = SingletonLock(master.db, name)
+        self.step = step
+        self.interval = interval
+        self.stop_event = stop
+        self.wake = wake or threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                if not self.lock.try_acquire():
+                    self.stop_event.wait(LOCK_RETRY_SECONDS)
+                    continue
+                try:
+                    self.step()
+                except Exception:
+                    log.exception("%s failed; trying again in %.0f s", self.name, self.interval)
+                self.wake.wait(self.interval)
+                self.wake.clear()
+        finally:
+            self.lock.release()
+
+
+def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
+    settings = master.settings
+    client = UpstreamClient(settings.upstream, contact=settings.contact)
+    publisher = publishing.make_publisher(master)
+
+    def follow() -> None:
+        result = watch.poll(master.db, client, master.target_ids, skip_yanked=settings.skip_yanked)
+        for name in result.changed:
+            master.dirty.mark(project=name)
+
+    def reap() -> None:
+        with master.db.write() as session:
+            lost = queue_sql.reap(session, settings.max_attempts)
+        if lost:
+            log.warning("leases expired on jobs %s: returned to the queue", lost)
+            master.dirty.mark()
+
+    def publish() -> None:
+        # A short pause lets a burst of completions land before one rewrite covers them all.
+        stop.wait(0.2)
+        publishing.publish_dirty(master, publisher)
+
+    loops = [
+        Loop(master, "follower", follow, settings.poll_seconds, stop),
+        Loop(master, "reaper", reap, max(1.0, settings.lease_seconds / 10), stop),
+        Loop(master, "publisher", publish, 10.0, stop, wake=master.dirty.wakeup),
+    ]
+    for loop in loops:
+        loop.start()
+    return loops

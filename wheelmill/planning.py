@@ -1,0 +1,84 @@
+"""The planner's decision for one version and one target: build, skip (with a reason) or covered.
+
+Pure functions over plain values, so every rule is testable without a database.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from wheelmill.targets import Target
+
+
+class Outcome(enum.StrEnum):
+    build = "build"
+    skip = "skip"
+    covered = "covered"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What the planner needs to know about a version."""
+
+    sdists: tuple[str, ...]  # filenames of non-removed upstream sdists
+    upstream_wheels: tuple[str, ...]  # filenames of upstream wheels
+    requires_python: str | None
+    yanked: bool
+    quarantined: bool
+    package_skip: str | None
+    version_skip: str | None
+
+
+def decide(facts: VersionFacts, target: Target, *, skip_yanked: bool = False) -> Decision:
+    """Decide what to do about ``facts`` for ``target``; rules in order of precedence."""
+    if facts.quarantined:
+        return Decision(Outcome.skip, "quarantined upstream")
+    if facts.package_skip is not None:
+        return Decision(Outcome.skip, f"package skipped by an admin: {facts.package_skip}")
+    if facts.version_skip is not None:
+        return Decision(Outcome.skip, f"version skipped by an admin: {facts.version_skip}")
+    covering = covering_upstream_wheel(facts.upstream_wheels, target)
+    if covering is not None:
+        return Decision(Outcome.covered, f"upstream has {covering}")
+    if not facts.sdists:
+        return Decision(Outcome.skip, "binary-only: no sdist upstream")
+    if skip_yanked and facts.yanked:
+        return Decision(Outcome.skip, "yanked when discovered")
+    if facts.requires_python and not _python_allowed(facts.requires_python, target):
+        return Decision(
+            Outcome.skip,
+            f"requires-python {facts.requires_python!r} excludes Python {target.python_version_text}",
+        )
+    return Decision(Outcome.build)
+
+
+def covering_upstream_wheel(filenames: tuple[str, ...], target: Target) -> str | None:
+    """The first upstream wheel a target can install, judged with ``packaging.tags``."""
+    for filename in filenames:
+        try:
+            tags = parse_wheel_filename(filename)[3]
+        except InvalidWheelFilename:
+            continue
+        if target.can_install(tags):
+            return filename
+    return None
+
+
+def _python_allowed(requires_python: str, target: Target) -> bool:
+    try:
+        specifier = SpecifierSet(requires_python)
+    except InvalidSpecifier:
+        return True  # a malformed upstream value must not hide a version: let the build decide
+    return specifier.contains(f"{target.python_version_text}.0", prereleases=True) or specifier.contains(
+        f"{target.python_version_text}.99", prereleases=True
+    )

@@ -1,0 +1,178 @@
+"""Starting the long-running parts: the master (``serve``), a builder, and the two together (``up``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from rich.progress import Progress
+
+from wheelmill.config import Settings
+from wheelmill.db import builders as builder_sql
+from wheelmill.db.engine import Database
+from wheelmill.db.jobs import ensure_targets
+from wheelmill.db.migrate import upgrade
+from wheelmill.errors import WheelmillError
+from wheelmill.master.app import create_app
+from wheelmill.master.context import Master
+
+log = logging.getLogger(__name__)
+
+
+def open_master(settings: Settings) -> Master:
+    """Connect, migrate, and make sure the configured targets exist."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.resolved_output_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    upgrade(db)
+    with db.write() as session:
+        target_ids = ensure_targets(session, settings.resolved_targets)
+    return Master.create(settings, db, target_ids)
+
+
+def _server(settings: Settings, master: Master) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(master),
+        host=settings.listen_host,
+        port=settings.listen_port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return uvicorn.Server(config)
+
+
+def run_serve(settings: Settings) -> int:
+    master = open_master(settings)
+    log.info("master serving %s on http://%s/", settings.resolved_output_dir, settings.listen)
+    _server(settings, master).run()
+    return 0
+
+
+def run_builder(
+    settings: Settings, *, master_url: str, token: str, workdir: Path | None, max_jobs: int | None
+) -> int:
+    from wheelmill.builder.agent import BuilderAgent
+    from wheelmill.builder.client import MasterClient
+    from wheelmill.builder.sandbox import make_sandbox
+
+    client = MasterClient(master_url, token)
+    make_sandbox(settings.sandbox)  # "required" refuses to start without bubblewrap; "auto" warns once
+    agent = BuilderAgent(client, settings.sandbox, workdir or settings.data_dir / "builder")
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping: the running build is handed back to the master")
+        agent.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        agent.run(max_jobs)
+    finally:
+        client.close()
+    return 0
+
+
+def run_up(settings: Settings, *, watch: str | None, builders: int) -> int:
+    """A whole farm in one process tree: master with its loops, plus local builder processes."""
+    from wheelmill.upstream.watch import add_watches
+
+    _check_port_free(settings)
+    master = open_master(settings)
+    if watch:
+        add_watches(master.db, [name for name in watch.split(",") if name.strip()])
+    server = _server(settings, master)
+    thread = threading.Thread(target=server.run, name="wheelmill-master", daemon=True)
+    thread.start()
+    _wait_until_serving(server, thread)
+    url = settings.resolved_base_url
+    processes = [_start_local_builder(settings, master, url, number) for number in range(1, builders + 1)]
+    log.info("farm up: index at %ssimple/, pages at %s (Ctrl-C stops)", url, url)
+    stopping = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        while not stopping.is_set() and thread.is_alive():
+            stopping.wait(0.5)
+            for process in processes:
+                if process.poll() is not None:
+                    raise WheelmillError(f"local builder exited with status {process.returncode}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        log.info("stopping builders, then the master")
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        server.should_exit = True
+        thread.join(timeout=20)
+    return 0
+
+
+def _start_local_builder(
+    settings: Settings, master: Master, url: str, number: int
+) -> subprocess.Popen[bytes]:
+    name = f"local-{socket.gethostname()}-{number}"[:100]
+    with master.db.write() as session:
+        token = builder_sql.create_token(session, name)  # rotated on every start: only this process knows it
+    env = {**os.environ, "WHEELMILL_TOKEN": token}
+    argv = [
+        sys.executable,
+        "-m",
+        "wheelmill",
+        "builder",
+        "--master",
+        url,
+        "--workdir",
+        str(settings.data_dir / f"builder-{number}"),
+    ]
+    # Its own session: Ctrl-C reaches ``up`` only, which stops the builder first so it can hand
+    # its job back while the master still answers.
+    return subprocess.Popen(argv, env=env, start_new_session=True)
+
+
+def _check_port_free(settings: Settings) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.listen_host, settings.listen_port))
+        except OSError as exc:
+            raise WheelmillError(f"cannot listen on {settings.listen}: {exc.strerror}") from exc
+
+
+def _wait_until_serving(server: uvicorn.Server, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise WheelmillError("the master did not start")
+        time.sleep(0.05)
+
+
+def run_publish(settings: Settings, *, everything: bool) -> int:
+    from wheelmill.master import publishing
+
+    master = open_master(settings)
+    publisher = publishing.make_publisher(master)
+    if not everything:
+        publishing.publish_site(master, publisher)
+        return 0
+    with Progress() as progress:
+        task = progress.add_task("publishing projects", total=None)
+        count = publishing.publish_all(
+            master, publisher, lambda done, total: progress.update(task, completed=done, total=total)
+        )
+    log.info("published %d projects", count)
+    return 0
