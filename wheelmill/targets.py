@@ -57,13 +57,35 @@ class Target:
     def supported_tags(self) -> frozenset[Tag]:
         """Every wheel tag an interpreter of this target can install."""
         version = self.python_version
-        platforms = [self.platform]
+        platforms = [*_manylinux_platforms(self.platform), self.platform]
         found = set(tags.cpython_tags(version, abis=[self.abi], platforms=platforms))
         found.update(tags.compatible_tags(version, self.interpreter, platforms))
         return frozenset(found)
 
     def can_install(self, wheel_tags: frozenset[Tag] | set[Tag]) -> bool:
         return not self.supported_tags.isdisjoint(wheel_tags)
+
+
+# The C library a linux_* target is assumed to have: Debian bookworm's (Raspberry Pi OS 12).
+# A manylinux wheel upstream built for an older glibc installs there, so it covers the target.
+TARGET_GLIBC = (2, 36)
+# The pre-PEP 600 names (glibc 2.17, 2.12, 2.5) and the architectures each was defined for.
+_LEGACY_MANYLINUX = {
+    "manylinux2014": {"x86_64", "i686", "aarch64", "armv7l", "ppc64", "ppc64le", "s390x"},
+    "manylinux2010": {"x86_64", "i686"},
+    "manylinux1": {"x86_64", "i686"},
+}
+
+
+def _manylinux_platforms(platform: str) -> list[str]:
+    """manylinux tags a glibc ``linux_ARCH`` platform can install, newest first."""
+    if not platform.startswith("linux_"):
+        return []
+    arch = platform.removeprefix("linux_")
+    major, newest = TARGET_GLIBC
+    tags = [f"manylinux_{major}_{minor}_{arch}" for minor in range(newest, 4, -1)]
+    tags += [f"{legacy}_{arch}" for legacy, arches in _LEGACY_MANYLINUX.items() if arch in arches]
+    return tags
 
 
 def _build_platform() -> str:

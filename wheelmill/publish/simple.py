@@ -1,0 +1,129 @@
+"""The simple repository index: PEP 503 HTML and PEP 691 JSON.
+
+Both formats of a project page render from one context, which is itself the PEP 691 document, so
+the two cannot disagree about files, hashes, yanks or metadata (the approach of warehouse's
+`api/simple.py`). The root index of every project is streamed: it has one line per project.
+"""
+
+import itertools
+import json
+import posixpath
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from jinja2 import Environment
+
+from wheelmill.publish.model import IndexFile, ProjectIndex
+
+API_VERSION = "1.1"  # PEP 700; clients ignore the PEP 708 `tracks` keys they do not know
+_CHUNK_CHARS = 1 << 16
+
+
+def upload_time(moment: datetime) -> str:
+    """PEP 700's form: ISO 8601 in UTC with a Z, fractional seconds only when there are some."""
+    if moment.tzinfo is None:  # the database stores UTC without a zone
+        moment = moment.replace(tzinfo=UTC)
+    timespec = "microseconds" if moment.microsecond else "seconds"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
+
+
+def page_url(url: str, page_dir: str) -> str:
+    """A site-root path ("/files/...") as a URL relative to `page_dir`; absolute URLs unchanged.
+
+    Relative links keep the index working wherever the site is mounted (PEP 503 allows them,
+    PEP 691 resolves them against the page's URL, which is the same directory for both formats).
+    """
+    if not url.startswith("/"):
+        return url
+    return posixpath.relpath(url, page_dir)
+
+
+def _yanked(reason: str | None) -> str | bool:
+    """PEP 592 in PEP 691 form: False, True when yanked without a reason, else the reason."""
+    if reason is None:
+        return False
+    return reason or True
+
+
+def _file_entry(file: IndexFile, page_dir: str) -> dict[str, Any]:
+    """One PEP 691 file dictionary."""
+    metadata: dict[str, str] | bool = (
+        {"sha256": file.core_metadata_sha256} if file.core_metadata_sha256 else False
+    )
+    entry: dict[str, Any] = {
+        "filename": file.filename,
+        "url": page_url(file.url, page_dir),
+        "hashes": {"sha256": file.sha256},
+        "requires-python": file.requires_python,
+        "yanked": _yanked(file.yanked),
+        "core-metadata": metadata,  # PEP 714
+        "dist-info-metadata": metadata,  # PEP 658's name, still read by older pip
+        "size": file.size,
+    }
+    if file.upload_time is not None:
+        entry["upload-time"] = upload_time(file.upload_time)
+    return entry
+
+
+def project_context(index: ProjectIndex) -> dict[str, Any]:
+    """The PEP 691 document of one project: the JSON page as is, and the HTML page's context."""
+    page_dir = f"/simple/{index.name}/"
+    meta: dict[str, Any] = {"api-version": API_VERSION, "_last-serial": index.last_serial}
+    if index.tracks:
+        meta["tracks"] = [index.tracks]
+    return {
+        "meta": meta,
+        "name": index.name,
+        "versions": list(index.versions),
+        "files": [_file_entry(file, page_dir) for file in index.files],
+    }
+
+
+def render_project_json(context: dict[str, Any]) -> bytes:
+    """The PEP 691 JSON page."""
+    return json.dumps(context, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def render_project_html(env: Environment, context: dict[str, Any]) -> bytes:
+    """The PEP 503 HTML page, from the same context as the JSON one."""
+    return env.get_template("simple_project.html").render(context).encode()
+
+
+def _batched(pieces: Iterable[str]) -> Iterator[bytes]:
+    """Join small strings into large encoded chunks: one write per piece would dominate."""
+    buffer: list[str] = []
+    size = 0
+    for piece in pieces:
+        buffer.append(piece)
+        size += len(piece)
+        if size >= _CHUNK_CHARS:
+            yield "".join(buffer).encode()
+            buffer, size = [], 0
+    yield "".join(buffer).encode()
+
+
+def json_array_chunks(head: str, items: Iterable[Any], tail: str) -> Iterator[bytes]:
+    """`head`, the items as a JSON array's contents, then `tail`, encoded in large chunks.
+
+    Items are dumped a thousand at a time: one C-level dump per batch is several times faster
+    than one per item, and memory stays bounded for the 175,000-project lists.
+    """
+    yield head.encode()
+    iterator, separator = iter(items), ""
+    while batch := list(itertools.islice(iterator, 1000)):
+        yield (separator + json.dumps(batch, separators=(",", ":"), ensure_ascii=False)[1:-1]).encode()
+        separator = ","
+    yield tail.encode()
+
+
+def root_json_chunks(names: Iterable[str], last_serial: int) -> Iterator[bytes]:
+    """The PEP 691 root index, streamed."""
+    meta = json.dumps({"api-version": API_VERSION, "_last-serial": last_serial}, separators=(",", ":"))
+    return json_array_chunks(f'{{"meta":{meta},"projects":[', ({"name": name} for name in names), "]}")
+
+
+def root_html_chunks(env: Environment, names: Iterable[str], last_serial: int) -> Iterator[bytes]:
+    """The PEP 503 root index, streamed from its autoescaped template."""
+    template = env.get_template("simple_root.html")
+    return _batched(template.generate(names=names, last_serial=last_serial, api_version=API_VERSION))

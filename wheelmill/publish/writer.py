@@ -1,0 +1,92 @@
+"""Atomic file writes for the output directory.
+
+A web server may read any file at any moment, so each write goes to a temporary file in the same
+directory and is renamed over the target: readers see the old bytes or the new ones, never half.
+Unchanged content is not rewritten, which keeps mtimes (and so ETags and Last-Modified) stable
+and lets a full publish skip most of the disk.
+
+No fsync: a page lost in a crash is rewritten by the next publish, and syncing 175,000 project
+pages would dominate a full publish.
+"""
+
+import filecmp
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+# mkstemp creates 0600 files; the web server (often another user) must read them.
+FILE_MODE = 0o644
+TEMP_PREFIX = "."  # temporary files are dotfiles, which the servers refuse to serve
+
+
+def _temp_file(path: Path) -> tuple[int, Path]:
+    """Open a temporary file beside `path`, so the final rename stays on one filesystem."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp")
+    return fd, Path(name)
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    """Whether `path` already holds exactly `data` (the size check avoids most reads)."""
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` by write-then-rename; return False when it was already there."""
+    if _same_bytes(path, data):
+        return False
+    fd, temp = _temp_file(path)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(temp, FILE_MODE)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def write_text_atomic(path: Path, text: str) -> bool:
+    """Write UTF-8 `text` to `path` atomically; return False when unchanged."""
+    return write_bytes_atomic(path, text.encode())
+
+
+def write_chunks_atomic(path: Path, chunks: Iterable[bytes]) -> bool:
+    """Stream `chunks` to `path` atomically without holding them all in memory.
+
+    Used for big files (the root index, wheels); return False when the result was unchanged.
+    """
+    fd, temp = _temp_file(path)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        if path.exists() and filecmp.cmp(temp, path, shallow=False):
+            temp.unlink()
+            return False
+        os.chmod(temp, FILE_MODE)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def remove_tree_atomic(path: Path) -> None:
+    """Remove a directory so that readers see all of it or none of it.
+
+    The rename is atomic; the slow delete then runs on a name no URL reaches.
+    """
+    if not path.exists():
+        return
+    graveyard = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".rm"))
+    os.replace(path, graveyard / path.name)
+    shutil.rmtree(graveyard)
