@@ -3,10 +3,8 @@ builds every version over HTTP, and real pip and uv install the farm's wheels wi
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,24 +14,32 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import client_env, free_port, fresh_venv
 from wheelmill.testing import StandInUpstream
 
 pytestmark = pytest.mark.slow
 SIMPLE_JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_up(workdir: Path, upstream: StandInUpstream, port: int, watch: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "wheelmill", "up", "--watch", watch, "--upstream", upstream.simple_url,
-         "--listen", f"127.0.0.1:{port}"],
-        cwd=workdir, env=client_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "wheelmill",
+            "up",
+            "--watch",
+            watch,
+            "--upstream",
+            upstream.simple_url,
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=workdir,
+        env=client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def farm_wheels(port: int, project: str) -> list[str]:
@@ -71,17 +77,6 @@ def build_count(workdir: Path) -> int:
         return conn.execute("SELECT count(*) FROM builds WHERE status = 'success'").fetchone()[0]
 
 
-def fresh_venv(path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    return path / "bin" / "python"
-
-
-def client_env() -> dict[str, str]:
-    """No pip or uv settings of this machine (extra indexes, find-links): only our index may answer."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "WHEELMILL_"))}
-    return {**env, "PIP_CONFIG_FILE": os.devnull, "UV_NO_CONFIG": "1"}
-
-
 def test_up_builds_every_version_and_pip_installs_without_building(
     upstream: StandInUpstream, tmp_path: Path
 ) -> None:
@@ -107,24 +102,50 @@ def test_up_builds_every_version_and_pip_installs_without_building(
         python = fresh_venv(tmp_path / "venv")
         index = f"http://127.0.0.1:{port}/simple/"
         installed = subprocess.run(
-            [str(python), "-m", "pip", "install", "--no-cache-dir", "--only-binary", ":all:",
-             "--index-url", index, "demo-pure==1.0", "democ==1.0.0b0"],
-            capture_output=True, text=True, env=client_env(),
-        )  # fmt: skip
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--no-cache-dir",
+                "--only-binary",
+                ":all:",
+                "--index-url",
+                index,
+                "demo-pure==1.0",
+                "democ==1.0.0b0",
+            ],
+            capture_output=True,
+            text=True,
+            env=client_env(),
+        )
         assert installed.returncode == 0, installed.stdout + installed.stderr
         assert "linux_x86_64.whl" in installed.stdout
         imported = subprocess.run(
             [str(python), "-c", "import demo_pure, democ; print(demo_pure.hello(), democ.add(2, 3))"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert "5" in imported.stdout
 
         uv_python = fresh_venv(tmp_path / "uv-venv")
         uv = subprocess.run(
-            [shutil.which("uv") or "uv", "pip", "install", "--python", str(uv_python), "--no-cache",
-             "--index-url", index, "democ==1.0.0b0"],
-            capture_output=True, text=True, env=client_env(),
-        )  # fmt: skip
+            [
+                shutil.which("uv") or "uv",
+                "pip",
+                "install",
+                "--python",
+                str(uv_python),
+                "--no-cache",
+                "--index-url",
+                index,
+                "democ==1.0.0b0",
+            ],
+            capture_output=True,
+            text=True,
+            env=client_env(),
+        )
         assert uv.returncode == 0, uv.stderr
         subprocess.run([str(uv_python), "-c", "import democ; assert democ.add(1, 1) == 2"], check=True)
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from packaging.utils import InvalidName as PackagingInvalidName
 from packaging.utils import canonicalize_name, canonicalize_version
 from packaging.version import InvalidVersion
 from packaging.version import Version as PEP440Version
@@ -44,9 +45,10 @@ def find_package(session: Session, name: str) -> Package | None:
 
 def ensure_package(session: Session, spelling: str) -> Package:
     """The package for ``spelling``, created if new; other spellings are kept as aliases."""
-    canonical = canonicalize_name(spelling)
-    if not canonical or canonical != canonicalize_name(canonical):
-        raise InvalidName(f"package name {spelling!r} is not valid")
+    try:
+        canonical = canonicalize_name(spelling, validate=True)
+    except PackagingInvalidName as exc:
+        raise InvalidName(f"package name {spelling!r} is not valid (PEP 508)") from exc
     package = find_package(session, canonical)
     if package is None:
         package = Package(name=canonical, display_name=spelling)
@@ -118,12 +120,12 @@ def apply_snapshot(session: Session, snapshot: ProjectSnapshot) -> SnapshotChang
         package.description = snapshot.description
     package.last_serial = max(package.last_serial, snapshot.last_serial)
 
+    spellings = {canonical_version(v): v for v in snapshot.versions}
     files_by_version: dict[str, list[UpstreamFile]] = {}
     for file in snapshot.files:
-        version = file.canonical_version
+        version = file.canonical_version or _legacy_sdist_version(file.filename, spellings)
         if version is not None:
             files_by_version.setdefault(version, []).append(file)
-    spellings = {canonical_version(v): v for v in snapshot.versions}
     for canonical in files_by_version:
         spellings.setdefault(canonical, canonical)
 
@@ -146,6 +148,16 @@ def apply_snapshot(session: Session, snapshot: ProjectSnapshot) -> SnapshotChang
 
     changes.changed |= _remove_missing(session, package, seen_versions, {f.filename for f in snapshot.files})
     return changes
+
+
+def _legacy_sdist_version(filename: str, spellings: dict[str, str]) -> str | None:
+    """The version of an old sdist whose name predates PEP 625 (``Demo-1.0.0-beta.tar.gz``),
+    matched against the versions upstream lists, since the name alone is ambiguous."""
+    stem = filename.removesuffix(".tar.gz").removesuffix(".zip").lower()
+    return next(
+        (canonical for canonical, spelling in spellings.items() if stem.endswith("-" + spelling.lower())),
+        None,
+    )
 
 
 def _remove_missing(

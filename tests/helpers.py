@@ -1,0 +1,26 @@
+"""Small helpers the integration tests share."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def client_env() -> dict[str, str]:
+    """No pip or uv settings of this machine (extra indexes, find-links): only our index may answer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "WHEELMILL_"))}
+    return {**env, "PIP_CONFIG_FILE": os.devnull, "UV_NO_CONFIG": "1"}
+
+
+def fresh_venv(path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    return path / "bin" / "python"

@@ -1,0 +1,168 @@
+"""The builder protocol against a real ``wheelmill serve``: tokens, leases, and the upload checks."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import client_env, free_port
+from wheelmill.testing import StandInUpstream
+from wheelmill.testing.metadata import CoreMetadata
+from wheelmill.testing.wheels import make_wheel
+
+pytestmark = pytest.mark.slow
+
+
+def wheelmill(config: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "wheelmill", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=client_env(),
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def farm(upstream: StandInUpstream, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    upstream.add_release("demo", "1.0.0-beta", kind="pure")
+    port = free_port()
+    config = tmp_path / "farm.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\nupstream = "{upstream.simple_url}"\nlisten = "127.0.0.1:{port}"\n'
+        f'watch = ["demo"]\nlease_seconds = 6\ntargets = ["cp311-cp311-linux_x86_64"]\n'
+    )
+    wheelmill(config, "watch", "add", "demo")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wheelmill", "--config", str(config), "serve"],
+        env=client_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/simple/demo/").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and server.poll() is None, "serve did not come up"
+        time.sleep(0.2)
+    yield url, config
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def client() -> Iterator[Callable[[str, str | None], httpx.Client]]:
+    """Builder API clients, closed after the test."""
+    opened: list[httpx.Client] = []
+
+    def make(url: str, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        opened.append(httpx.Client(base_url=f"{url}/api/v1", headers=headers, timeout=30))
+        return opened[-1]
+
+    yield make
+    for each in opened:
+        each.close()
+
+
+def register(api: httpx.Client) -> None:
+    answer = api.post("/builders", json={"target": "cp311-cp311-linux_x86_64", "os": "test", "cpu": "x"})
+    assert answer.status_code == 200, answer.text
+
+
+def put(
+    api: httpx.Client, lease: str, filename: str, data: bytes, sha256: str | None = None
+) -> httpx.Response:
+    headers = {"X-Sha256": sha256 or hashlib.sha256(data).hexdigest()}
+    return api.put(f"/leases/{lease}/files/{filename}", content=data, headers=headers)
+
+
+def test_tokens_leases_and_upload_checks(
+    farm: tuple[str, Path], client: Callable[[str, str | None], httpx.Client]
+) -> None:
+    url, config = farm
+    token, other_token = (
+        wheelmill(config, "token", "create", "--builder", "b1"),
+        wheelmill(config, "token", "create", "--builder", "b2"),
+    )
+    assert client(url, None).post("/jobs/claim").status_code == 401
+    assert client(url, "not-a-token").post("/jobs/claim").status_code == 401
+    api, other = client(url, token), client(url, other_token)
+    assert api.post("/jobs/claim").status_code == 403  # must register first
+    register(api)
+    register(other)
+    job = api.post("/jobs/claim").json()
+    assert (job["package"], job["version"]) == ("demo", "1.0.0-beta")
+    assert other.post("/jobs/claim").status_code == 204  # one job, one holder
+    lease = job["lease_id"]
+
+    good = make_wheel(CoreMetadata("demo", "1.0.0b0"), "py3-none-any")  # canonical twin of 1.0.0-beta
+    wrong_version = make_wheel(CoreMetadata("demo", "2.0"), "py3-none-any")
+    wrong_platform = make_wheel(CoreMetadata("demo", "1.0.0b0"), "cp311-cp311-win_amd64")
+    refusals = {
+        "hash": put(api, lease, good.filename, good.content, sha256="0" * 64),
+        "filename": put(api, lease, "demo-1.0.0b0.whl", good.content),
+        "archive": put(api, lease, good.filename, b"not a zip at all"),
+        "version": put(api, lease, wrong_version.filename, wrong_version.content),
+        "tags": put(api, lease, wrong_platform.filename, wrong_platform.content),
+    }
+    for reason, answer in refusals.items():
+        assert answer.status_code == 422, (reason, answer.text)
+        assert answer.json()["reason"] == reason, answer.text
+    assert put(other, lease, good.filename, good.content).status_code == 409  # not its lease
+    assert put(api, lease, good.filename, good.content).status_code == 201
+    assert put(api, lease, good.filename, good.content).status_code == 201  # the same again: idempotent
+
+    beat = api.post(f"/leases/{lease}/heartbeat", json={"phase": "uploading", "load": 0.5})
+    assert beat.status_code == 200 and beat.json()["action"] == "continue"
+    log = base64.b64encode(gzip.compress(b"built <script>alert(1)</script>")).decode()
+    done = api.post(
+        f"/leases/{lease}/complete",
+        json={"status": "success", "duration_s": 1.5, "files": [good.filename], "log_gzip_base64": log},
+    )
+    assert done.status_code == 200, done.text
+    assert api.post(f"/leases/{lease}/heartbeat", json={}).status_code == 409  # the lease ended
+
+    data_dir = config.parent / "data"
+    stored = data_dir / "www" / "files" / "demo" / good.filename
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(good.content).hexdigest()
+    deadline = time.monotonic() + 15
+    while good.filename not in httpx.get(f"{url}/simple/demo/").text:
+        assert time.monotonic() < deadline, "the project page was not republished"
+        time.sleep(0.2)
+    assert not list((data_dir / "staging").glob("*/*"))  # staging is emptied once recorded
+
+
+def test_an_expired_lease_is_refused_and_requeued(
+    farm: tuple[str, Path], client: Callable[[str, str | None], httpx.Client]
+) -> None:
+    url, config = farm
+    slow, fast = (
+        client(url, wheelmill(config, "token", "create", "--builder", name)) for name in ("slow", "fast")
+    )
+    register(slow)
+    register(fast)
+    job = slow.post("/jobs/claim").json()
+    time.sleep(7)  # the 6 s lease runs out without a heartbeat
+    assert slow.post(f"/leases/{job['lease_id']}/heartbeat", json={}).status_code == 409
+    wheel = make_wheel(CoreMetadata("demo", "1.0.0b0"), "py3-none-any")
+    assert put(slow, job["lease_id"], wheel.filename, wheel.content).status_code == 409  # a late upload
+    deadline = time.monotonic() + 10
+    while (again := fast.post("/jobs/claim")).status_code == 204:  # the reaper returns it to the queue
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert again.json()["job_id"] == job["job_id"]

@@ -1,0 +1,145 @@
+"""The queue's SQL on SQLite and PostgreSQL: claim order, one holder per job, leases, reaping."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from wheelmill.db import builders as builder_sql
+from wheelmill.db import catalog
+from wheelmill.db import jobs as queue_sql
+from wheelmill.db.engine import Database
+from wheelmill.db.tables import Build, Builder, BuildStatus, Job, JobStatus, Source
+from wheelmill.errors import LeaseLost
+from wheelmill.planner import plan_versions
+from wheelmill.targets import Target
+
+X86 = Target.parse("cp311-cp311-linux_x86_64")
+ARM = Target.parse("cp311-cp311-linux_armv7l")
+
+
+def add_version(
+    db: Database, name: str, version: str, day: int, targets: dict[str, int], sdist: bool = True
+) -> int:
+    with db.write() as session:
+        package = catalog.ensure_package(session, name)
+        row, _ = catalog.ensure_version(session, package, version, datetime(2024, 1, day, tzinfo=UTC))
+        if sdist:
+            session.add(
+                Source(
+                    version_id=row.id,
+                    filename=f"{name}-{version}.tar.gz",
+                    url="http://x/",
+                    sha256="0" * 64,
+                    size=1,
+                )
+            )
+        session.flush()
+        plan_versions(session, [row.id], targets, skip_yanked=False)
+        return row.id
+
+
+def make_builder(db: Database, name: str) -> int:
+    with db.write() as session:
+        builder_sql.create_token(session, name)
+        session.flush()
+        return session.scalar(select(Builder.id).where(Builder.name == name))  # type: ignore[return-value]
+
+
+def claim(db: Database, target: int, builder: int, lease: float = 60) -> queue_sql.Claim | None:
+    with db.write() as session:
+        return queue_sql.claim(session, target, builder, lease, db.is_sqlite)
+
+
+@pytest.fixture
+def targets(db: Database) -> dict[str, int]:
+    with db.write() as session:
+        return queue_sql.ensure_targets(session, [X86, ARM])
+
+
+def test_newest_release_first_then_priority_first_overall(db: Database, targets: dict[str, int]) -> None:
+    for day, version in enumerate(["1.0", "2.0", "3.0"], 1):
+        add_version(db, "demo", version, day, targets)
+    old = add_version(db, "other", "0.1", 1, targets)
+    with db.write() as session:
+        job = session.scalars(
+            select(Job).where(Job.version_id == old, Job.target_id == targets[str(X86)])
+        ).one()
+        job.priority = 10  # an admin (or a bundle) asked for it
+    builder = make_builder(db, "b1")
+    order = [claim(db, targets[str(X86)], builder) for _ in range(5)]
+    expected = [("other", "0.1"), ("demo", "3.0"), ("demo", "2.0"), ("demo", "1.0")]
+    assert [(c.package, c.version) for c in order if c] == expected
+    assert order[-1] is None  # nothing left for this target; the ARM jobs are not handed out
+
+
+def test_concurrent_claims_never_share_a_job(db: Database, targets: dict[str, int]) -> None:
+    for number in range(60):
+        add_version(db, f"pkg{number}", "1.0", 1 + number % 28, targets)
+    builders = [make_builder(db, f"b{n}") for n in range(4)]
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def work(builder: int) -> None:
+        while (job := claim(db, targets[str(X86)], builder)) is not None:
+            with lock:
+                claimed.append(job.job_id)
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in builders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(claimed) == len(set(claimed)) == 60
+
+
+def test_lease_is_fenced_and_reaped(db: Database, targets: dict[str, int]) -> None:
+    add_version(db, "demo", "1.0", 1, targets)
+    first, second = make_builder(db, "first"), make_builder(db, "second")
+    job = claim(db, targets[str(X86)], first, lease=30)
+    assert job is not None
+    with db.write() as session, pytest.raises(LeaseLost):
+        queue_sql.extend_lease(session, job.lease_id, second, 30)  # not its lease
+    later = datetime.now(UTC) + timedelta(seconds=31)
+    with db.write() as session:
+        assert queue_sql.reap(session, max_attempts=2, now=later) == [job.job_id]
+    with db.write() as session, pytest.raises(LeaseLost):
+        queue_sql.extend_lease(session, job.lease_id, first, 30)  # the vanished builder's lease is gone
+    with db.read() as session:
+        assert session.scalars(select(Build.status)).all() == [BuildStatus.lost]
+    again = claim(db, targets[str(X86)], second, lease=30)
+    assert again is not None and again.job_id == job.job_id and again.lease_id != job.lease_id
+    with db.write() as session:
+        queue_sql.reap(session, max_attempts=2, now=datetime.now(UTC) + timedelta(seconds=31))
+    with db.read() as session:
+        failed = session.get_one(Job, job.job_id)
+        assert (failed.status, failed.reason) == (JobStatus.failed, "builder lost 2 times")
+
+
+def test_binary_only_version_is_queued_once_an_sdist_arrives(db: Database, targets: dict[str, int]) -> None:
+    version = add_version(db, "binonly", "1.0", 1, targets, sdist=False)
+    with db.read() as session:
+        assert {j.status for j in session.scalars(select(Job))} == {JobStatus.skipped}
+    with db.write() as session:
+        sdist = Source(
+            version_id=version, filename="binonly-1.0.tar.gz", url="http://x/", sha256="0" * 64, size=1
+        )
+        session.add(sdist)
+        session.flush()
+        queued = plan_versions(session, [version], targets, skip_yanked=False)
+    assert queued == 2
+
+
+def test_cancelled_jobs_leave_the_queue(db: Database, targets: dict[str, int]) -> None:
+    version = add_version(db, "gone", "1.0", 1, targets)
+    builder = make_builder(db, "b")
+    job = claim(db, targets[str(X86)], builder)
+    assert job is not None
+    with db.write() as session:
+        assert len(queue_sql.cancel_open_jobs(session, [version], "removed upstream")) == 2
+    with db.write() as session, pytest.raises(LeaseLost):  # the builder learns at its next heartbeat
+        queue_sql.extend_lease(session, job.lease_id, builder, 30)
+    assert claim(db, targets[str(ARM)], builder) is None

@@ -1,0 +1,42 @@
+"""Targets and what they can install."""
+
+import pytest
+from packaging.utils import parse_wheel_filename
+
+from wheelmill.errors import InvalidTarget
+from wheelmill.targets import Target
+
+ARMV7 = Target.parse("cp311-cp311-linux_armv7l")
+
+
+def tags(filename: str):  # type: ignore[no-untyped-def]
+    return parse_wheel_filename(filename)[3]
+
+
+@pytest.mark.parametrize(
+    ("filename", "installable"),
+    [
+        ("a-1-cp311-cp311-linux_armv7l.whl", True),
+        ("a-1-py3-none-any.whl", True),
+        ("a-1-cp39-abi3-linux_armv7l.whl", True),
+        ("a-1-cp311-cp311-manylinux_2_17_armv7l.manylinux2014_armv7l.whl", True),
+        ("a-1-cp311-cp311-manylinux_2_39_armv7l.whl", False),  # newer glibc than bookworm's
+        ("a-1-cp311-cp311-linux_aarch64.whl", False),
+        ("a-1-cp312-cp312-linux_armv7l.whl", False),
+        ("a-1-cp311-cp311-musllinux_1_2_armv7l.whl", False),
+    ],
+)
+def test_installable_wheels(filename: str, installable: bool) -> None:
+    assert ARMV7.can_install(tags(filename)) is installable
+
+
+def test_host_target_is_what_setuptools_builds_here() -> None:
+    host = Target.host()
+    assert str(host).startswith("cp3")
+    assert host.platform.startswith("linux_")
+
+
+@pytest.mark.parametrize("text", ["", "cp311", "cp311-cp311", "py3-none-any-x", "pyxy-cp311-linux_x86_64"])
+def test_bad_targets_are_refused(text: str) -> None:
+    with pytest.raises(InvalidTarget):
+        Target.parse(text)
