@@ -1,17 +1,25 @@
 """Writing the planner's decisions as jobs, for the versions the follower just learned about.
 
-Work is found from what changed (new version ids), never by scanning the database.
+Work is found from what changed (new version ids), never by scanning the database; the one walk
+over existing versions is for a target added to the configuration, and it goes in batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
+from wheelmill.db import feed
 from wheelmill.db import jobs as queue_sql
+from wheelmill.db.engine import Database
+from wheelmill.db.tables import Source, TargetRow, UpstreamWheel, Version
+from wheelmill.errors import NotFound
 from wheelmill.planning import decide
 from wheelmill.targets import Target
+
+PLAN_CHUNK = 2_000  # versions decided per round of queries
 
 
 def plan_versions(
@@ -25,3 +33,50 @@ def plan_versions(
         decisions = {tid: decide(facts, target, skip_yanked=skip_yanked) for target, tid in parsed.items()}
         queued += queue_sql.write_decisions(session, version, decisions)
     return queued
+
+
+def plan_many(
+    session: Session, version_ids: Iterable[int], targets: dict[str, int], *, skip_yanked: bool
+) -> int:
+    """``plan_versions`` in bulk, a few queries per chunk of versions, for the whole-index follower;
+    returns how many jobs became queued."""
+    parsed = [(Target.parse(tag), tid) for tag, tid in targets.items()]
+    ordered = sorted(set(version_ids))
+    queued = 0
+    for start in range(0, len(ordered), PLAN_CHUNK):
+        facts = feed.facts_of_versions(session, ordered[start : start + PLAN_CHUNK])
+        decisions = {
+            version_id: {tid: decide(each, target, skip_yanked=skip_yanked) for target, tid in parsed}
+            for version_id, (_, each) in facts.items()
+        }
+        released = {version_id: released_at for version_id, (released_at, _) in facts.items()}
+        queued += feed.write_decisions_many(session, decisions, released)
+    return queued
+
+
+def plan_target_backfill(
+    db: Database, target_id: int, batch_size: int = 5_000, *, skip_yanked: bool = False
+) -> int:
+    """Plan a newly configured target over every existing version with upstream files, one
+    transaction per ``batch_size`` versions so builders are not held up; returns jobs queued."""
+    with db.read() as session:
+        tag = session.scalar(select(TargetRow.tag).where(TargetRow.id == target_id))
+    if tag is None:
+        raise NotFound(f"no target with id {target_id!r}")
+    has_files = or_(
+        exists().where(Source.version_id == Version.id),
+        exists().where(UpstreamWheel.version_id == Version.id),
+    )
+    queued, after = 0, 0
+    while True:
+        with db.write() as session:
+            ids = session.scalars(
+                select(Version.id)
+                .where(Version.id > after, Version.removed.is_(False), has_files)
+                .order_by(Version.id)
+                .limit(batch_size)
+            ).all()
+            if not ids:
+                return queued
+            queued += plan_many(session, ids, {tag: target_id}, skip_yanked=skip_yanked)
+        after = ids[-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,9 @@ class Database:
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self._writer_lock: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
         if self.is_sqlite:
             if parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -36,10 +41,13 @@ class Database:
     def write(self) -> Iterator[Session]:
         """A read-write transaction, committed on success. On SQLite it takes the write lock up front
         (``BEGIN IMMEDIATE``) so two writers queue instead of failing with "database is locked"."""
-        conn = self.engine.connect().execution_options(**{_WRITE: True})
-        with conn, Session(bind=conn) as session, conn.begin():
-            yield session
-            session.flush()
+        # SQLite lets one writer in at a time and makes the others poll with growing sleeps; queueing
+        # this process's writers on a lock first turns those sleeps into a plain, fair wait.
+        with self._writer_lock:
+            conn = self.engine.connect().execution_options(**{_WRITE: True})
+            with conn, Session(bind=conn) as session, conn.begin():
+                yield session
+                session.flush()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

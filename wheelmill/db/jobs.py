@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Update, and_, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from wheelmill.db.tables import (
@@ -39,6 +39,11 @@ _FINAL_BY_OUTCOME = {
     Outcome.skip: JobStatus.skipped,
     Outcome.covered: JobStatus.covered,
 }
+
+
+# A literal, not a bound parameter: only then can SQLite (and PostgreSQL's generic plans) prove the
+# query matches the partial claim index ``WHERE status = 'queued'``.
+QUEUED = text("jobs.status = 'queued'")
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,65 @@ def cancel_open_jobs(session: Session, version_ids: Sequence[int], reason: str) 
     return list(rows)
 
 
+def _claim_statement(skip_locked: bool) -> Update:
+    """Built once per backend: on the hot path only the parameters change."""
+    jobs = Job.__table__
+    best = (
+        select(jobs.c.id)
+        .where(jobs.c.target_id == bindparam("target"), QUEUED)
+        .order_by(jobs.c.priority.desc(), jobs.c.released_at.desc(), jobs.c.id)
+        .limit(1)
+    )
+    if skip_locked:
+        best = best.with_for_update(skip_locked=True)
+    return (
+        update(jobs)
+        .where(jobs.c.id == best.scalar_subquery())
+        .values(
+            status=JobStatus.leased,
+            lease_id=bindparam("lease_id"),
+            lease_expires=bindparam("expires"),
+            builder_id=bindparam("builder"),
+            attempts=jobs.c.attempts + 1,
+            updated_at=bindparam("now"),
+        )
+        .returning(jobs.c.id, jobs.c.version_id, jobs.c.remedy)
+    )
+
+
+_CLAIM = {True: _claim_statement(skip_locked=False), False: _claim_statement(skip_locked=True)}
+_NEW_BUILD = (
+    insert(Build.__table__)
+    .values(
+        job_id=bindparam("job_id"),
+        builder_id=bindparam("builder"),
+        lease_id=bindparam("lease_id"),
+        status=BuildStatus.running,
+        started_at=bindparam("now"),
+    )
+    .returning(Build.__table__.c.id)
+)
+_CLAIM_INFO = (
+    select(
+        Package.name,
+        Version.version,
+        Version.canonical,
+        TargetRow.tag,
+        TargetRow.cflags,
+        Source.url,
+        Source.filename,
+        Source.sha256,
+        Source.size,
+    )
+    .join(Version, Version.package_id == Package.id)
+    .join(Source, Source.version_id == Version.id)
+    .join(TargetRow, TargetRow.id == bindparam("target"))
+    .where(Version.id == bindparam("version_id"))
+    .order_by(Source.yanked, Source.filename.like("%.tar.gz").desc(), Source.id)
+    .limit(1)
+)
+
+
 def claim(session: Session, target: int, builder: int, lease_seconds: float, is_sqlite: bool) -> Claim | None:
     """Lease the best open job of ``target`` to ``builder``: highest priority, then newest release.
 
@@ -161,58 +225,24 @@ def claim(session: Session, target: int, builder: int, lease_seconds: float, is_
     SQLite callers hold the write lock already (``BEGIN IMMEDIATE``).
     """
     now = utcnow()
-    lease_id = str(uuid.uuid4())
-    expires = now + timedelta(seconds=lease_seconds)
-    best = (
-        select(Job.id)
-        .where(Job.target_id == target, Job.status == JobStatus.queued)
-        .order_by(Job.priority.desc(), Job.released_at.desc(), Job.id)
-        .limit(1)
-    )
-    if not is_sqlite:
-        best = best.with_for_update(skip_locked=True)
-    row = session.execute(
-        update(Job)
-        .where(Job.id == best.scalar_subquery())
-        .values(
-            status=JobStatus.leased,
-            lease_id=lease_id,
-            lease_expires=expires,
-            builder_id=builder,
-            attempts=Job.attempts + 1,
-            updated_at=now,
-        )
-        .returning(Job.id, Job.version_id, Job.remedy)
-    ).first()
+    params = {
+        "target": target,
+        "builder": builder,
+        "lease_id": str(uuid.uuid4()),
+        "expires": now + timedelta(seconds=lease_seconds),
+        "now": now,
+    }
+    conn = session.connection()
+    row = conn.execute(_CLAIM[is_sqlite], params).first()
     if row is None:
         return None
-    build = Build(job_id=row.id, builder_id=builder, lease_id=lease_id, started_at=now)
-    session.add(build)
-    session.flush()
-    info = session.execute(
-        select(
-            Package.name,
-            Version.version,
-            Version.canonical,
-            TargetRow.tag,
-            TargetRow.cflags,
-            Source.url,
-            Source.filename,
-            Source.sha256,
-            Source.size,
-        )
-        .join(Version, Version.package_id == Package.id)
-        .join(Source, Source.version_id == Version.id)
-        .join(TargetRow, TargetRow.id == target)
-        .where(Version.id == row.version_id)
-        .order_by(Source.yanked, Source.filename.like("%.tar.gz").desc(), Source.id)
-        .limit(1)
-    ).one()
+    build_id = conn.execute(_NEW_BUILD, {**params, "job_id": row.id}).scalar_one()
+    info = conn.execute(_CLAIM_INFO, {"target": target, "version_id": row.version_id}).one()
     return Claim(
         job_id=row.id,
-        build_id=build.id,
-        lease_id=lease_id,
-        lease_expires=expires,
+        build_id=build_id,
+        lease_id=params["lease_id"],
+        lease_expires=params["expires"],
         package=info.name,
         version=info.version,
         canonical_version=info.canonical,
@@ -224,6 +254,40 @@ def claim(session: Session, target: int, builder: int, lease_seconds: float, is_
         source_size=info.size,
         remedy=row.remedy,
     )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a live lease, and on what."""
+
+    job_id: int
+    version_id: int
+    target_id: int
+    build_id: int
+    package: str
+    version: str
+
+
+_LEASE = (
+    select(Job.id, Job.version_id, Job.target_id, Build.id.label("build_id"), Package.name, Version.version)
+    .join(Build, Build.lease_id == Job.lease_id)
+    .join(Version, Version.id == Job.version_id)
+    .join(Package, Package.id == Version.package_id)
+    .where(
+        Job.lease_id == bindparam("lease_id"),
+        Job.builder_id == bindparam("builder"),
+        text("jobs.status = 'leased'"),
+        Job.lease_expires > bindparam("now"),
+    )
+)
+
+
+def lease(session: Session, lease_id: str, builder: int) -> Lease:
+    """The live lease ``lease_id`` of ``builder`` in one indexed query; LeaseLost if it is gone."""
+    row = session.execute(_LEASE, {"lease_id": lease_id, "builder": builder, "now": utcnow()}).first()
+    if row is None:
+        raise LeaseLost(f"lease {lease_id!r} expired or was replaced")
+    return Lease(row.id, row.version_id, row.target_id, row.build_id, row.name, row.version)
 
 
 def leased_job(session: Session, lease_id: str, builder: int) -> Job:

@@ -279,3 +279,17 @@ class Watch(Base):
     etag: Mapped[str | None] = mapped_column(Text)
     last_serial: Mapped[int] = mapped_column(BigInteger, default=0)
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PendingPage(Base):
+    """A page the publisher must rewrite: an outbox shared by every master process.
+
+    Marks are written after the change they describe has committed; the publisher (in whichever
+    process holds its lock) deletes a mark only after rewriting the page, and only if it was not
+    marked again meanwhile.
+    """
+
+    __tablename__ = "pending_pages"
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)  # project | log | site
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # name, build id, or "" for site
+    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -8,35 +8,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from wheelmill.db import builders as builder_sql
 from wheelmill.db import jobs as queue_sql
-from wheelmill.db.tables import Build, BuilderState, BuildStatus, JobStatus, Package, Version
+from wheelmill.db.tables import Build, BuilderState, BuildStatus, JobStatus
 from wheelmill.errors import AuthError, Forbidden, UploadRefused
 from wheelmill.master import completion
+from wheelmill.master.auth import Caller
 from wheelmill.master.context import Master
 from wheelmill.master.uploads import JobIdentity
 from wheelmill.targets import Target
 
 router = APIRouter(prefix="/api/v1")
 CLAIM_RETRY_SECONDS = 5
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The authenticated builder making a call."""
-
-    id: int
-    name: str
-    target: str | None
-    state: BuilderState
 
 
 def get_master(request: Request) -> Master:
@@ -48,9 +38,7 @@ def get_caller(
 ) -> Caller:
     if not authorization or not authorization.startswith("Bearer "):
         raise AuthError("send the builder token as 'Authorization: Bearer TOKEN'")
-    with master.db.read() as session:
-        builder = builder_sql.authenticate(session, authorization.removeprefix("Bearer ").strip())
-        return Caller(builder.id, builder.name, builder.target, builder.state)
+    return master.tokens.caller(authorization.removeprefix("Bearer ").strip())
 
 
 MasterDep = Annotated[Master, Depends(get_master)]
@@ -125,9 +113,12 @@ def register(body: Registration, master: MasterDep, caller: CallerDep) -> Regist
     with master.db.write() as session:
         builder = builder_sql.get_builder(session, caller.name)
         builder_sql.register(session, builder, body.model_dump())
-        return Registered(
+        answer = Registered(
             builder_id=builder.id, name=builder.name, heartbeat_seconds=heartbeat_seconds(master)
         )
+        token_hash = builder.token_hash
+    master.tokens.forget(token_hash)  # its target changed
+    return answer
 
 
 @router.post(
@@ -148,7 +139,6 @@ def claim(master: MasterDep, caller: CallerDep, response: Response) -> ClaimedJo
         )
     if job is None:
         return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
-    master.dirty.mark(project=job.package)
     base = master.settings.resolved_base_url
     return ClaimedJob(
         job_id=job.job_id,
@@ -251,12 +241,10 @@ def heartbeat_seconds(master: Master) -> float:
 
 def _job_identity(master: Master, lease_id: str, caller: Caller) -> JobIdentity:
     with master.db.read() as session:
-        job = queue_sql.leased_job(session, lease_id, caller.id)
-        package, version = session.execute(
-            select(Package.name, Version.version)
-            .join(Version, Version.package_id == Package.id)
-            .where(Version.id == job.version_id)
-        ).one()
+        held = queue_sql.lease(session, lease_id, caller.id)
     return JobIdentity(
-        lease_id=lease_id, package=package, version=version, target=Target.parse(caller.target or "")
+        lease_id=lease_id,
+        package=held.package,
+        version=held.version,
+        target=Target.parse(caller.target or ""),
     )

@@ -17,11 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from wheelmill.db import jobs as queue_sql
+from wheelmill.db import pending
 from wheelmill.db.tables import Build, BuildStatus, File, Job, JobStatus, Package, TargetRow, Version, utcnow
 from wheelmill.errors import UploadRefused
 from wheelmill.master.context import Master
 from wheelmill.master.uploads import StagedWheel
-from wheelmill.retry import after_failure
+from wheelmill.retry import TRANSIENT_REASONS, after_failure
 from wheelmill.targets import Target
 from wheelmill.wheels import covers, rename_platform
 
@@ -45,13 +46,8 @@ class Report:
 def complete(master: Master, builder_id: int, lease_id: str, report: Report) -> int:
     """Record the end of the build under ``lease_id``; returns the build id."""
     with master.db.read() as session:
-        job = queue_sql.leased_job(session, lease_id, builder_id)
-        build_id = session.scalar(select(Build.id).where(Build.lease_id == lease_id))
-        package = session.scalar(
-            select(Package.name)
-            .join(Version, Version.package_id == Package.id)
-            .where(Version.id == job.version_id)
-        )
+        held = queue_sql.lease(session, lease_id, builder_id)
+    build_id, package = held.build_id, held.package
     staged = [_staged(master, lease_id, name) for name in report.files] if report.success else []
     if report.success and not staged:
         raise UploadRefused("a successful build must name the wheels it uploaded", reason="no_files")
@@ -70,9 +66,12 @@ def complete(master: Master, builder_id: int, lease_id: str, report: Report) -> 
             _record_success(master, session, job, build, staged, metadata_hashes, report)
         else:
             _record_failure(session, job, build, report)
+        # The outbox row commits with the build it describes: the publisher cannot miss it.
+        pending.mark(session, projects=[package], logs=[build_id])
+        status, job_id = build.status, job.id
+    master.dirty.wakeup.set()
     master.staging.drop(lease_id)
-    master.dirty.mark(project=package, log=build_id)
-    log.info("build %s of job %s (%s) ended: %s", build_id, job.id, package, build.status)
+    log.info("build %s of job %s (%s) ended: %s", build_id, job_id, package, status)
     return build_id
 
 
@@ -166,11 +165,13 @@ def _record_failure(session: Session, job: Job, build: Build, report: Report) ->
     build.status = BuildStatus.failed
     build.failure_reason = report.failure_reason or "unknown"
     build.failure_detail = report.failure_detail
-    earlier_transient = session.scalar(
-        select(func.count(Build.id)).where(
-            Build.job_id == job.id, Build.id != build.id, Build.failure_reason == build.failure_reason
+    earlier_transient = 0
+    if build.failure_reason in TRANSIENT_REASONS:
+        earlier_transient = session.scalar(
+            select(func.count(Build.id)).where(
+                Build.job_id == job.id, Build.id != build.id, Build.failure_reason == build.failure_reason
+            )
         )
-    )
     step = after_failure(build.failure_reason, earlier_transient or 0)
     not_before = utcnow() + step.delay if step.delay else None
     queue_sql.finish(session, job, status=step.status, reason=build.failure_reason, not_before=not_before)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from wheelmill.config import Settings
+from wheelmill.db import pending
 from wheelmill.db.engine import Database
+from wheelmill.master.auth import TokenCache
 from wheelmill.master.uploads import Staging
 from wheelmill.publish.filestore import FileStore
 
@@ -36,31 +38,32 @@ class LogStore:
             return ""
 
 
-@dataclass
 class Dirty:
-    """What the publisher must rewrite: projects, build logs, and the site-wide pages."""
+    """What the publisher must rewrite, kept in the database so every master process shares it.
 
-    projects: set[str] = field(default_factory=set)
-    logs: set[int] = field(default_factory=set)
-    site: bool = True
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    wakeup: threading.Event = field(default_factory=threading.Event)
+    ``mark`` runs after the change it describes has committed; ``wakeup`` lets a publisher in
+    this process start at once instead of at its next poll.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.wakeup = threading.Event()
 
     def mark(self, project: str | None = None, log: int | None = None) -> None:
-        with self.lock:
-            if project is not None:
-                self.projects.add(project)
-            if log is not None:
-                self.logs.add(log)
-            self.site = True
+        with self.db.write() as session:
+            pending.mark(
+                session, projects=[project] if project else [], logs=[log] if log is not None else []
+            )
         self.wakeup.set()
 
-    def take(self) -> tuple[set[str], set[int], bool]:
-        with self.lock:
-            taken = (self.projects, self.logs, self.site)
-            self.projects, self.logs, self.site = set(), set(), False
-            self.wakeup.clear()
-        return taken
+    def take(self) -> pending.Pending:
+        self.wakeup.clear()
+        with self.db.read() as session:
+            return pending.take(session)
+
+    def done(self, taken: pending.Pending) -> None:
+        with self.db.write() as session:
+            pending.done(session, taken)
 
 
 @dataclass
@@ -71,7 +74,8 @@ class Master:
     files: FileStore
     staging: Staging
     logs: LogStore
-    dirty: Dirty = field(default_factory=Dirty)
+    dirty: Dirty
+    tokens: TokenCache
 
     @classmethod
     def create(cls, settings: Settings, db: Database, target_ids: dict[str, int]) -> Master:
@@ -83,4 +87,6 @@ class Master:
             files=FileStore(settings.resolved_output_dir),
             staging=Staging(data / "staging"),
             logs=LogStore(data / "logs"),
+            dirty=Dirty(db),
+            tokens=TokenCache(db),
         )

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 
 from wheelmill.db import jobs as queue_sql
+from wheelmill.db import pending
 from wheelmill.db.locks import SingletonLock
 from wheelmill.master import publishing
 from wheelmill.master.context import Master
@@ -63,8 +64,9 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
 
     def follow() -> None:
         result = watch.poll(master.db, client, master.target_ids, skip_yanked=settings.skip_yanked)
-        for name in result.changed:
-            master.dirty.mark(project=name)
+        with master.db.write() as session:
+            pending.mark(session, projects=result.changed)
+        master.dirty.wakeup.set()
 
     def reap() -> None:
         with master.db.write() as session:
@@ -81,7 +83,8 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
     loops = [
         Loop(master, "follower", follow, settings.poll_seconds, stop),
         Loop(master, "reaper", reap, max(1.0, settings.lease_seconds / 10), stop),
-        Loop(master, "publisher", publish, 10.0, stop, wake=master.dirty.wakeup),
+        # Polls every second for marks other master processes made; a local mark wakes it at once.
+        Loop(master, "publisher", publish, 1.0, stop, wake=master.dirty.wakeup),
     ]
     for loop in loops:
         loop.start()

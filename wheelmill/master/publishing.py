@@ -1,19 +1,28 @@
 """Turning database state into the published site: per project on change, everything on demand.
 
-Reads go through ``wheelmill.db.views``; writes through ``wheelmill.publish.Publisher``.
+Reads go through ``wheelmill.db.views``; writes through ``wheelmill.publish.Publisher``. Records
+are read in batches of ``BATCH`` projects or builds, each in its own short read transaction, and
+rendered after the transaction ends, so a full publish neither holds a snapshot open for minutes
+nor pays one round trip per project.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from wheelmill.db import views
 from wheelmill.master.context import Master
 from wheelmill.publish.publisher import Publisher
 
 log = logging.getLogger(__name__)
+BATCH = 500
+SITE_INTERVAL = 15.0
+_site_published: dict[int, float] = {}  # publisher id -> when its site pages were last written
+Progress = Callable[[int, int], None]
 
 
 def make_publisher(master: Master) -> Publisher:
@@ -21,70 +30,119 @@ def make_publisher(master: Master) -> Publisher:
 
 
 def upstream_project_url(master: Master, name: str) -> str:
+    """The project's page on the upstream simple index: what PEP 708 says this project tracks."""
     return master.settings.upstream.rstrip("/") + f"/{name}/"
 
 
+def _write_projects(master: Master, publisher: Publisher, packages: Sequence[views.PackageFacts]) -> None:
+    """Read the records of `packages` in one transaction, then write them."""
+    with master.db.read() as session:
+        records = views.many_project_records(
+            session,
+            packages,
+            views.enabled_targets(session),
+            merged=master.settings.merged_index,
+            tracks=lambda name: upstream_project_url(master, name),
+        )
+    for index, page in records:
+        publisher.write_project(index, page)
+
+
 def publish_projects(master: Master, publisher: Publisher, names: Iterable[str]) -> None:
-    """Rewrite the index and pages of ``names`` (or remove them if they are gone)."""
-    for name in names:
+    """Rewrite the index and pages of ``names``, and remove those no longer published."""
+    names = sorted(set(names))
+    for start in range(0, len(names), BATCH):
+        batch = names[start : start + BATCH]
         with master.db.read() as session:
-            package = views.published_package(session, name)
-            if package is None:
-                records = None
-            else:
-                records = views.project_records(
-                    session,
-                    package,
-                    merged=master.settings.merged_index,
-                    upstream_project_url=upstream_project_url(master, name),
-                )
-        if records is None:
-            publisher.remove_project(name)
-        else:
-            publisher.write_project(*records)
+            packages = views.published_named(session, batch)
+        _write_projects(master, publisher, packages)
+        for gone in set(batch) - {package.name for package in packages}:
+            publisher.remove_project(gone)
 
 
 def publish_logs(master: Master, publisher: Publisher, build_ids: Iterable[int]) -> None:
-    for build_id in build_ids:
-        text = master.logs.read_text(build_id)
+    """Rewrite the log pages of ``build_ids``."""
+    ids = sorted(set(build_ids))
+    for start in range(0, len(ids), BATCH):
         with master.db.read() as session:
-            record = views.build_log_record(session, build_id, text)
-        if record is not None:
+            records = views.build_log_records(session, ids[start : start + BATCH], master.logs.read_text)
+        for record in records:
             publisher.write_log(record)
 
 
 def publish_site(master: Master, publisher: Publisher) -> None:
-    """The pages that summarise the whole farm: root index, home, builders, search."""
-    output = master.settings.resolved_output_dir
-    usage = shutil.disk_usage(output)
+    """The pages that summarise the whole farm: root index, home, builders, statistics, search."""
+    usage = shutil.disk_usage(master.settings.resolved_output_dir)
     with master.db.read() as session:
         publisher.write_root_index(views.package_names(session), views.last_serial(session))
-        publisher.write_home(views.site_summary(session, usage.used, usage.free))
+        summary = views.site_summary(session, usage.used, usage.free)
+        publisher.write_home(summary)
         publisher.write_builders(views.builder_rows(session))
+        publisher.write_stats(views.stats(session))
         publisher.write_search_index(views.search_entries(session))
+    # The home page links its recent builds; a running or lost build was never marked for a page.
+    missing = [build.build_id for build in summary.recent_builds if not publisher.has_log(build.build_id)]
+    publish_logs(master, publisher, missing)
 
 
 def publish_dirty(master: Master, publisher: Publisher) -> bool:
-    """Publish what changed since the last call; returns whether there was anything."""
-    projects, logs, site = master.dirty.take()
-    if projects:
-        publish_projects(master, publisher, sorted(projects))
-    if logs:
-        publish_logs(master, publisher, sorted(logs))
-    if site or projects:
+    """Publish every page marked out of date, all in one pass; returns whether there was any.
+
+    Marks made while a pass runs wait for the next one, so a burst of completions costs one
+    rewrite of the site-wide pages, not one per build. Marks are cleared only once their pages
+    are written: a crash in between means a rewrite, never a stale page.
+    """
+    taken = master.dirty.take()
+    started = time.monotonic()
+    if taken.projects:
+        publish_projects(master, publisher, taken.projects)
+    if taken.logs:
+        publish_logs(master, publisher, taken.logs)
+    # The site-wide pages cover every package: at a farm's scale they cost a second or more, so a
+    # steady stream of builds rewrites them at most every SITE_INTERVAL; their mark waits till then.
+    if taken.site and started - _site_published.get(id(publisher), 0.0) >= SITE_INTERVAL:
         publish_site(master, publisher)
-    return bool(projects or logs or site)
+        _site_published[id(publisher)] = started
+    elif taken.site:
+        taken = dataclasses.replace(taken, marks=tuple(m for m in taken.marks if m[0] != "site"))
+    master.dirty.done(taken)
+    if taken.projects or taken.logs:
+        log.info(
+            "published %d projects and %d build logs in %.2f s",
+            len(taken.projects),
+            len(taken.logs),
+            time.monotonic() - started,
+        )
+    return bool(taken.marks)
 
 
-def publish_all(
-    master: Master, publisher: Publisher, progress: Callable[[int, int], None] | None = None
-) -> int:
-    """Rewrite every project, log and site page; returns the number of projects."""
+def publish_all(master: Master, publisher: Publisher, progress: Progress | None = None) -> int:
+    """Rewrite every project, every finished build's log page and the site pages.
+
+    ``progress`` gets (pages done, pages to do), projects and logs together. Returns the number of
+    projects. Pages whose bytes do not change are left alone, so a rerun mostly reads.
+    """
     with master.db.read() as session:
-        names = list(views.package_names(session))
-    for done, name in enumerate(names, 1):
-        publish_projects(master, publisher, [name])
+        total = views.published_count(session) + views.finished_build_count(session)
+    done, after = 0, ""
+    while True:
+        with master.db.read() as session:
+            packages = views.published_packages(session, after=after, limit=BATCH)
+        if not packages:
+            break
+        _write_projects(master, publisher, packages)
+        done, after = done + len(packages), packages[-1].name
         if progress:
-            progress(done, len(names))
+            progress(done, max(total, done))
+    projects, last_build = done, 0
+    while True:
+        with master.db.read() as session:
+            build_ids = views.finished_builds_after(session, last_build, BATCH)
+        if not build_ids:
+            break
+        publish_logs(master, publisher, build_ids)
+        done, last_build = done + len(build_ids), build_ids[-1]
+        if progress:
+            progress(done, max(total, done))
     publish_site(master, publisher)
-    return len(names)
+    return projects

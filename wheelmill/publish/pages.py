@@ -34,6 +34,7 @@ def make_environment() -> Environment:
         loader=PackageLoader("wheelmill.publish", "templates"),
         autoescape=True,
         undefined=StrictUndefined,  # a misspelt field fails the publish instead of rendering empty
+        auto_reload=False,  # templates ship with the package: no stat of each one per render
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -120,6 +121,7 @@ def project_document(page: ProjectPage) -> dict[str, Any]:
                 "build_id": f.build_id,
                 "apt_packages": list(f.apt_packages),
                 "broken": f.broken,
+                "alias_of": f.alias_of,
             }
             for f in page.files
         ],

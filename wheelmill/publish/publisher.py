@@ -98,9 +98,16 @@ class Publisher:
             remove_tree_atomic(self._dir(area, segment))
         logger.info("removed project %s from the output directory", name)
 
+    def _log_path(self, build_id: int) -> Path:
+        return self._dir("logs", str(int(build_id)), "index.html")
+
     def write_log(self, page: BuildLogPage) -> None:
         """/logs/ID/: one build's page."""
-        write_text_atomic(self._dir("logs", str(int(page.build_id)), "index.html"), self.pages.log(page))
+        write_text_atomic(self._log_path(page.build_id), self.pages.log(page))
+
+    def has_log(self, build_id: int) -> bool:
+        """Whether build `build_id` has a page, so a link to it works."""
+        return self._log_path(build_id).is_file()
 
     def write_home(self, summary: SiteSummary) -> None:
         """/: the home page."""

@@ -7,7 +7,6 @@ the two cannot disagree about files, hashes, yanks or metadata (the approach of 
 
 import itertools
 import json
-import posixpath
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -33,10 +32,11 @@ def page_url(url: str, page_dir: str) -> str:
 
     Relative links keep the index working wherever the site is mounted (PEP 503 allows them,
     PEP 691 resolves them against the page's URL, which is the same directory for both formats).
+    Always up to the root and down again: string work only, as it runs once per listed file.
     """
     if not url.startswith("/"):
         return url
-    return posixpath.relpath(url, page_dir)
+    return "../" * page_dir.strip("/").count("/") + "../" + url[1:]
 
 
 def _yanked(reason: str | None) -> str | bool:

@@ -13,19 +13,30 @@ import filecmp
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-# mkstemp creates 0600 files; the web server (often another user) must read them.
 FILE_MODE = 0o644
 TEMP_PREFIX = "."  # temporary files are dotfiles, which the servers refuse to serve
 
 
 def _temp_file(path: Path) -> tuple[int, Path]:
-    """Open a temporary file beside `path`, so the final rename stays on one filesystem."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp")
-    return fd, Path(name)
+    """Open a temporary file beside `path`, so the final rename stays on one filesystem.
+
+    Its name holds this process's and thread's ids, so no other writer can be using it and no
+    random name (mkstemp) is needed; the parent directory is made only when missing. Both matter
+    when a full publish writes a million files.
+    """
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(temp, flags, FILE_MODE)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, flags, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # whatever the umask: the web server (often another user) reads it
+    return fd, temp
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:
@@ -46,7 +57,6 @@ def write_bytes_atomic(path: Path, data: bytes) -> bool:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-        os.chmod(temp, FILE_MODE)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -72,7 +82,6 @@ def write_chunks_atomic(path: Path, chunks: Iterable[bytes]) -> bool:
         if path.exists() and filecmp.cmp(temp, path, shallow=False):
             temp.unlink()
             return False
-        os.chmod(temp, FILE_MODE)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

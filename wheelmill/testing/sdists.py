@@ -14,6 +14,7 @@ import tarfile
 from collections.abc import Callable
 from enum import StrEnum
 
+from wheelmill.testing.hostile import HOSTILE_GENERATORS
 from wheelmill.testing.metadata import CoreMetadata
 
 # Fixed member and gzip times keep an sdist's sha256 stable; 2020 because zip (wheels) cannot
@@ -27,6 +28,18 @@ class SdistKind(StrEnum):
     PURE = "pure"  # a pure-Python package
     CEXT = "cext"  # a package with a C extension module that the package imports
     FAILING = "failing"  # a C extension that does not compile, with a recognisable error
+    # Hostile builds (hostile.py): each setup.py tries one thing the sandbox must stop.
+    HOME_WRITES = "home-writes"  # appends to ~/.bashrc and other files in HOME, and to /root/.bashrc
+    GIT_CLONE = "git-clone"  # clones a repository from GitHub
+    STDIN = "stdin"  # asks for a password with input()
+    ENDLESS_LOOP = "endless-loop"  # never ends
+    FORK_BOMB = "fork-bomb"  # forks without end
+    HUGE_ALLOCATION = "huge-allocation"  # allocates 50 GB
+    OUTPUT_FLOOD = "output-flood"  # prints 100 MB
+    NETWORK = "network"  # connects to 1.1.1.1:53
+    SNOOP = "snoop"  # reads the host's /root, a secret file in it, other processes' environments
+    DAEMON = "daemon"  # leaves `sleep` running in a session of its own
+    UNDECLARED_NUMPY = "undeclared-numpy"  # imports numpy without declaring it a build requirement
 
 
 FAILING_MESSAGE = "wheelmill test: this build fails"
@@ -150,4 +163,5 @@ SDIST_GENERATORS: dict[SdistKind, SdistGenerator] = {
     SdistKind.PURE: _pure,
     SdistKind.CEXT: _cext,
     SdistKind.FAILING: _failing,
+    **{SdistKind(kind): generate for kind, generate in HOSTILE_GENERATORS.items()},
 }

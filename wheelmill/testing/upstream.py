@@ -238,6 +238,16 @@ class StandInUpstream:
         with self._state.lock:
             return self._state.changelog.extend(entries)
 
+    def load_changelog(self, entries: Iterable[tuple[str, str | None, int, str]]) -> int:
+        """Append raw entries and apply each to the projects as the change it names, with tiny
+        placeholder files: a feed and a JSON API that agree at benchmark scale (a million entries in
+        seconds; real uploads would build a million archives). Returns the last serial."""
+        with self._state.lock:
+            for name, version, timestamp, action in entries:
+                serial = self._state.changelog.append(name, version, timestamp, action)
+                self._load_one(name, version, timestamp, action, serial)
+            return self._state.changelog.last_serial
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _event(
@@ -293,6 +303,43 @@ class StandInUpstream:
             for field, value in changes.items():
                 setattr(release, field, value)
             self._event(project, release.version, action)
+
+    def _load_one(self, name: str, version: str | None, timestamp: int, action: str, serial: int) -> None:
+        key = canonicalize_name(name)
+        projects = self._state.projects
+        if action == "remove project":
+            projects.pop(key, None)
+            return
+        if action == "create":
+            projects.setdefault(key, Project(name)).name = name
+        project = projects.get(key)
+        if project is None:
+            return
+        project.last_serial = serial
+        if action in ("project quarantined", "project quarantine cleared"):
+            project.quarantined = action == "project quarantined"
+        if version is None:
+            return
+        release = project.releases.get(Version(version))
+        words = action.split(" ")
+        if action == "new release" or (release is None and words[0] == "add"):
+            release = project.releases[Version(version)] = Release(CoreMetadata(project.name, version))
+        if release is None:
+            return
+        if len(words) == 4 and words[0] == "add" and words[2] == "file":
+            packagetype = "sdist" if words[1] == "source" else "bdist_wheel"
+            uploaded = datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
+            file = UpstreamFile(words[3], key, words[3].encode(), packagetype, words[1], uploaded)
+            release.files[file.filename] = file
+            self._used_filenames.add(file.filename)
+        elif words[:2] == ["remove", "file"]:
+            release.files.pop(words[-1], None)
+        elif action == "remove release":
+            del project.releases[release.parsed_version]
+        elif action in ("yank release", "unyank release"):
+            release.yanked = action == "yank release"
+        elif action in ("release quarantined", "release quarantine cleared"):
+            release.quarantined = action == "release quarantined"
 
     def _change_project(self, name: str, action: str, **changes: object) -> None:
         with self._state.lock:

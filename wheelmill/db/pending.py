@@ -1,0 +1,75 @@
+"""The publisher's outbox: which project pages, log pages and site pages are out of date."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from wheelmill.db.tables import PendingPage, utcnow
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A snapshot of the outbox, as taken by the publisher."""
+
+    projects: frozenset[str]
+    logs: frozenset[int]
+    site: bool
+    marks: tuple[tuple[str, str, datetime], ...]  # (kind, key, marked_at), to delete once published
+
+
+def mark(
+    session: Session, *, projects: Iterable[str] = (), logs: Iterable[int] = (), site: bool = True
+) -> None:
+    rows = [{"kind": "project", "key": name} for name in projects]
+    rows += [{"kind": "log", "key": str(build_id)} for build_id in logs]
+    if site:
+        rows.append({"kind": "site", "key": ""})
+    if not rows:
+        return
+    now = utcnow()
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
+    statement = insert(PendingPage).values([{**row, "marked_at": now} for row in rows])
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["kind", "key"], set_={"marked_at": statement.excluded.marked_at}
+        )
+    )
+
+
+def take(session: Session, limit: int = 1000) -> Pending:
+    rows = session.execute(
+        select(PendingPage.kind, PendingPage.key, PendingPage.marked_at)
+        .order_by(PendingPage.marked_at)
+        .limit(limit)
+    ).all()
+    return Pending(
+        projects=frozenset(key for kind, key, _ in rows if kind == "project"),
+        logs=frozenset(int(key) for kind, key, _ in rows if kind == "log"),
+        site=any(kind == "site" for kind, _, _ in rows),
+        marks=tuple((kind, key, marked) for kind, key, marked in rows),
+    )
+
+
+def done(session: Session, pending: Pending) -> None:
+    """Forget the marks that were published; a page marked again meanwhile stays pending."""
+    for start in range(0, len(pending.marks), 100):  # SQLite caps an expression's depth
+        chunk = pending.marks[start : start + 100]
+        session.execute(
+            delete(PendingPage).where(
+                or_(
+                    *(
+                        and_(
+                            PendingPage.kind == kind, PendingPage.key == key, PendingPage.marked_at <= marked
+                        )
+                        for kind, key, marked in chunk
+                    )
+                )
+            )
+        )

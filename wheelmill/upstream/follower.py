@@ -1,0 +1,247 @@
+"""Whole-index mode: follow every project through PyPI's changelog, then fetch what the feed leaves out.
+
+Each batch of the feed is folded per project and applied in one transaction with the serial it
+reaches. The feed names files but not their URL, hash or size, so projects that gained files (or a
+yank reason) are marked as owing details, and the details are fetched later, one JSON API request
+per project however many events it had: during a catch-up a project is fetched once, not once per
+release. An answer older than what the feed already said about the project is a stale cached copy:
+it is not recorded, and the project stays owed until the next run.
+
+``python -m wheelmill.upstream.follower --database-url URL --upstream SIMPLE_URL --once`` runs it by
+itself (the master runs ``follow_changelog`` in its follower loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from wheelmill.db import feed
+from wheelmill.db import jobs as queue_sql
+from wheelmill.db.engine import Database
+from wheelmill.db.migrate import upgrade
+from wheelmill.planner import plan_many
+from wheelmill.targets import Target
+from wheelmill.upstream.changelog import Changelog
+from wheelmill.upstream.client import RetryableError, UpstreamClient, _json, _raise_for_status
+from wheelmill.upstream.events import Entry, fold, parse
+from wheelmill.upstream.model import UpstreamFile
+
+log = logging.getLogger(__name__)
+DETAILS_CHUNK = 200  # projects per JSON API round and per transaction recording their files
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class FollowResult:
+    changed: set[str] = field(default_factory=set)  # canonical names whose pages must be rewritten
+    jobs_queued: int = 0  # jobs that became queued
+    events: int = 0  # feed entries applied, ignored ones included
+    serial: int = 0  # the serial the feed is applied up to (stored in the database)
+    details_fetched: int = 0  # JSON API answers recorded
+    details_pending: int = 0  # projects still owed details (a stale answer): retried next run
+
+
+@dataclass(frozen=True)
+class ReleaseFiles:
+    """A project's files per release (upstream spelling), as the JSON API showed them at ``last_serial``."""
+
+    last_serial: int
+    releases: dict[str, tuple[UpstreamFile, ...]]
+
+
+def follow_changelog(
+    db: Database,
+    client: UpstreamClient,
+    targets: dict[str, int],
+    *,
+    skip_yanked: bool,
+    batch_size: int = 10_000,
+    details_backlog: int = 50_000,
+    workers: int = 4,
+    on_progress: Callable[[FollowResult], None] | None = None,
+) -> FollowResult:
+    """Apply the feed from the stored serial to its end, then fetch the details owed.
+
+    Details are fetched when the feed is drained, or sooner once ``details_backlog`` projects owe
+    them, ``workers`` requests at a time. An upstream that keeps failing raises ``UpstreamError``:
+    what was committed stays, and the next call resumes from it.
+    """
+    with db.read() as session:
+        result = FollowResult(serial=feed.stored_serial(session))
+    for page in Changelog(client).pages(result.serial):
+        for start in range(0, len(page), batch_size):
+            _apply_batch(db, page[start : start + batch_size], targets, skip_yanked, result)
+            if on_progress:
+                on_progress(result)
+        with db.read() as session:
+            backlog = feed.count_pending(session)
+        if backlog >= details_backlog:
+            _fetch_details(db, client, targets, skip_yanked, workers, result, on_progress)
+    _fetch_details(db, client, targets, skip_yanked, workers, result, on_progress)
+    with db.read() as session:
+        result.details_pending = feed.count_pending(session)
+    return result
+
+
+def _apply_batch(
+    db: Database, entries: Sequence[Entry], targets: dict[str, int], skip_yanked: bool, result: FollowResult
+) -> None:
+    changes = fold(parse(entry) for entry in entries)
+    serial = entries[-1][4]
+    with db.write() as session:
+        applied = feed.apply_changes(session, changes)
+        queued = plan_many(session, applied.replan, targets, skip_yanked=skip_yanked)
+        feed.save_serial(session, serial)
+    result.events += len(entries)
+    result.serial = serial
+    result.jobs_queued += queued
+    result.changed |= applied.changed
+    log.debug("applied %d events up to serial %d (%d projects)", len(entries), serial, len(changes))
+
+
+def _fetch_details(
+    db: Database,
+    client: UpstreamClient,
+    targets: dict[str, int],
+    skip_yanked: bool,
+    workers: int,
+    result: FollowResult,
+    on_progress: Callable[[FollowResult], None] | None,
+) -> None:
+    """Fetch and record the details owed, a chunk at a time; the next chunk's requests run while
+    this one is written, so the database and upstream work at the same time."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="wheelmill-details")
+
+    def start(after: str) -> list[tuple[feed.PendingProject, Future[ReleaseFiles | None]]]:
+        with db.write() as session:  # a write: markers whose package is gone are dropped
+            owed = feed.pending_projects(session, after, DETAILS_CHUNK)
+        return [(project, pool.submit(release_files, client, project.spelling)) for project in owed]
+
+    try:
+        inflight = start("")
+        while inflight:
+            upcoming = start(inflight[-1][0].name)
+            answers = []
+            for project, future in inflight:
+                files = future.result()
+                if files is not None and files.last_serial < project.last_serial:
+                    log.warning(
+                        "%s: upstream sent a stale copy (serial %d, the feed is at %d); its files stay "
+                        "owed and are fetched again on the next run",
+                        project.name,
+                        files.last_serial,
+                        project.last_serial,
+                    )
+                    continue
+                answers.append((project, None if files is None else files.releases))
+            with db.write() as session:
+                applied = feed.record_details(session, answers)
+                result.jobs_queued += plan_many(session, applied.replan, targets, skip_yanked=skip_yanked)
+            result.details_fetched += len(answers)
+            result.changed |= applied.changed
+            if on_progress:
+                on_progress(result)
+            inflight = upcoming
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def release_files(client: UpstreamClient, name: str) -> ReleaseFiles | None:
+    """Every release's files of ``name`` from the JSON API (``/pypi/NAME/json``); None if not served
+    (removed, quarantined, or nothing visible). A malformed answer is retried, never recorded."""
+
+    def fetch() -> ReleaseFiles | None:
+        response = client.http.get(f"{client.json_url}{name}/json")
+        if response.status_code == 404:
+            return None
+        _raise_for_status(response)
+        body = _json(response)
+        try:
+            serials = [int(body["last_serial"])]
+            if "X-PyPI-Last-Serial" in response.headers:
+                serials.append(int(response.headers["X-PyPI-Last-Serial"]))
+            releases = {
+                str(version): tuple(f for f in map(_file, files) if f is not None)
+                for version, files in body["releases"].items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RetryableError(f"{response.request.url} is not a JSON API project answer: {exc!r}") from exc
+        # Trust the older of the two serials: either may come from a stale cache.
+        return ReleaseFiles(min(serials), releases)
+
+    return client.with_backoff(f"GET JSON API of {name!r}", fetch)
+
+
+def _file(entry: dict[str, Any]) -> UpstreamFile | None:
+    filename, sha256, url = str(entry["filename"]), str(entry["digests"]["sha256"]), str(entry["url"])
+    if "/" in filename or not _SHA256.fullmatch(sha256) or not url.startswith(("https://", "http://")):
+        log.warning("ignoring upstream file %r: bad name, sha256 %r or URL %r", filename, sha256, url)
+        return None
+    uploaded = entry.get("upload_time_iso_8601")
+    return UpstreamFile(
+        filename=filename,
+        url=url,
+        sha256=sha256,
+        size=int(entry["size"]),
+        requires_python=entry.get("requires_python") or None,
+        upload_time=datetime.fromisoformat(uploaded.replace("Z", "+00:00")) if uploaded else None,
+        yanked=bool(entry.get("yanked")),
+        yanked_reason=entry.get("yanked_reason") or None,
+        core_metadata_sha256=None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m wheelmill.upstream.follower", description="Follow the whole upstream index."
+    )
+    parser.add_argument("--database-url", required=True, help="SQLAlchemy URL of the farm's database")
+    parser.add_argument(
+        "--upstream", required=True, help="upstream simple index URL, e.g. https://pypi.org/simple/"
+    )
+    parser.add_argument("--target", action="append", default=[], help="target to plan jobs for (repeatable)")
+    parser.add_argument("--contact", default="", help="operator contact sent in the User-Agent")
+    parser.add_argument(
+        "--skip-yanked", action="store_true", help="do not build versions yanked when discovered"
+    )
+    parser.add_argument("--batch-size", type=int, default=10_000, help="feed events per transaction")
+    parser.add_argument("--once", action="store_true", help="follow to the end of the feed once, then exit")
+    parser.add_argument("--interval", type=float, default=300.0, help="seconds between runs without --once")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    db = Database(args.database_url)
+    upgrade(db)
+    with db.write() as session:
+        targets = queue_sql.ensure_targets(session, [Target.parse(tag) for tag in args.target])
+    client = UpstreamClient(args.upstream, contact=args.contact)
+    try:
+        while True:
+            result = follow_changelog(
+                db, client, targets, skip_yanked=args.skip_yanked, batch_size=args.batch_size
+            )
+            log.info(
+                "serial %d: %d events, %d projects changed, %d jobs queued, %d details owed",
+                result.serial,
+                result.events,
+                len(result.changed),
+                result.jobs_queued,
+                result.details_pending,
+            )
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+    finally:
+        client.close()
+        db.dispose()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
