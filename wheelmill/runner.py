@@ -24,6 +24,7 @@ from wheelmill.db.migrate import upgrade
 from wheelmill.errors import WheelmillError
 from wheelmill.master.app import create_app
 from wheelmill.master.context import Master
+from wheelmill.upstream.watch import add_watches
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def open_master(settings: Settings) -> Master:
     upgrade(db)
     with db.write() as session:
         target_ids = ensure_targets(session, settings.resolved_targets)
+    add_watches(db, settings.watch)  # the configured watch list; `wheelmill watch add` extends it
     return Master.create(settings, db, target_ids)
 
 
@@ -84,8 +86,6 @@ def run_builder(
 
 def run_up(settings: Settings, *, watch: str | None, builders: int) -> int:
     """A whole farm in one process tree: master with its loops, plus local builder processes."""
-    from wheelmill.upstream.watch import add_watches
-
     _check_port_free(settings)
     master = open_master(settings)
     if watch:
