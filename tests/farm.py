@@ -26,14 +26,15 @@ class Farm:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url or f"sqlite:///{workdir / 'data' / 'wheelmill.db'}"
-        lines = [
-            f'data_dir = "{workdir / "data"}"',
-            f'database_url = "{self.database_url}"',
-            f'upstream = "{upstream_url}"',
-            f'listen = "127.0.0.1:{self.port}"',
-            "poll_seconds = 2",
-        ]
-        lines += [f"{key} = {_toml(value)}" for key, value in settings.items()]
+        values = {
+            "data_dir": str(workdir / "data"),
+            "database_url": self.database_url,
+            "upstream": upstream_url,
+            "listen": f"127.0.0.1:{self.port}",
+            "poll_seconds": 2,
+            **settings,
+        }
+        lines = [f"{key} = {_toml(value)}" for key, value in values.items()]
         self.config = workdir / "farm.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.processes: list[subprocess.Popen[bytes]] = []

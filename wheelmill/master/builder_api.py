@@ -7,7 +7,6 @@ database write is one short transaction, and uploads stream outside any transact
 from __future__ import annotations
 
 import base64
-import binascii
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -220,7 +219,7 @@ def complete(lease_id: str, body: Completion, master: MasterDep, caller: CallerD
     """The build ended: record it (and its uploaded wheels) in one transaction."""
     try:
         log_gzip = base64.b64decode(body.log_gzip_base64, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, and non-ASCII text
         raise UploadRefused("log_gzip_base64 is not valid base64", reason="log") from exc
     report = completion.Report(
         success=body.status == "success",
