@@ -1,0 +1,260 @@
+"""Simulated builders against a real ``wheelmill serve``, shared by the dispatch and scaling benchmarks.
+
+The queue is filled in bulk (packages, versions, sdists, one job each); builders are asyncio tasks
+that claim and complete through the real HTTP API, with or without a simulated build time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from sqlalchemy import create_engine, insert, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.helpers import client_env, free_port
+from wheelmill.db import jobs as queue_sql
+from wheelmill.db.builders import hash_token
+from wheelmill.db.engine import Database
+from wheelmill.db.migrate import upgrade
+from wheelmill.db.tables import Builder, Job, Package, Source, TargetRow, Version
+
+TARGET = "cp311-cp311-linux_x86_64"
+console = Console(stderr=True)
+
+
+def fill_queue(url: str, jobs: int) -> None:
+    """Packages, versions, sdists and one open job per version, in bulk."""
+    db = Database(url)
+    upgrade(db)
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    per_package = 10
+    with db.engine.begin() as conn, Progress(console=console) as progress:
+        conn.execute(
+            insert(TargetRow).values(
+                id=1, tag=TARGET, python_version="3.11", platform="linux_x86_64", enabled=True
+            )
+        )
+        task = progress.add_task(f"filling a queue of {jobs:,} jobs", total=jobs)
+        chunk = 20_000
+        for first in range(0, jobs, chunk):
+            ids = range(first + 1, min(jobs, first + chunk) + 1)
+            package_ids = sorted({(i - 1) // per_package + 1 for i in ids})
+            conn.execute(
+                insert(Package),
+                [
+                    {
+                        "id": p,
+                        "name": f"pkg{p}",
+                        "display_name": f"pkg{p}",
+                        "quarantined": False,
+                        "removed": False,
+                        "last_serial": 0,
+                        "created_at": start,
+                    }
+                    for p in package_ids
+                    if (p - 1) * per_package >= first
+                ],
+            )
+            released = [start + timedelta(minutes=i) for i in ids]
+            conn.execute(
+                insert(Version),
+                [
+                    {
+                        "id": i,
+                        "package_id": (i - 1) // per_package + 1,
+                        "version": f"1.{i % per_package}",
+                        "canonical": f"1.{i % per_package}",
+                        "released_at": when,
+                        "yanked": False,
+                        "quarantined": False,
+                        "removed": False,
+                    }
+                    for i, when in zip(ids, released, strict=True)
+                ],
+            )
+            conn.execute(
+                insert(Source),
+                [
+                    {
+                        "id": i,
+                        "version_id": i,
+                        "filename": f"pkg{(i - 1) // per_package + 1}-1.{i % per_package}.tar.gz",
+                        "url": "http://127.0.0.1:9/x.tar.gz",
+                        "sha256": "0" * 64,
+                        "size": 1,
+                        "yanked": False,
+                    }
+                    for i in ids
+                ],
+            )
+            conn.execute(
+                insert(Job),
+                [
+                    {
+                        "id": i,
+                        "version_id": i,
+                        "target_id": 1,
+                        "status": "queued",
+                        "priority": 0,
+                        "released_at": when,
+                        "attempts": 0,
+                        "updated_at": start,
+                    }
+                    for i, when in zip(ids, released, strict=True)
+                ],
+            )
+            progress.update(task, completed=ids[-1])
+        if not db.is_sqlite:
+            for table in ("packages", "versions", "sources", "jobs", "targets"):
+                conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT max(id) FROM {table}))"
+                    )
+                )
+    if not db.is_sqlite:
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+    db.dispose()
+
+
+def make_tokens(url: str, count: int) -> list[str]:
+    db = Database(url)
+    tokens = [f"bench-token-{n}" for n in range(count)]
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(Builder),
+            [
+                {
+                    "name": f"sim-{n}",
+                    "token_hash": hash_token(token),
+                    "state": "active",
+                    "target": TARGET,
+                    "registered_at": datetime.now(UTC),
+                }
+                for n, token in enumerate(tokens)
+            ],
+        )
+    db.dispose()
+    return tokens
+
+
+def start_master(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    config = workdir / "farm.toml"
+    config.write_text(
+        f'data_dir = "{workdir / "data"}"\ndatabase_url = "{url}"\nlisten = "127.0.0.1:{port}"\n'
+        f'targets = ["{TARGET}"]\nlease_seconds = 120\npoll_seconds = 100000\n'
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wheelmill", "--config", str(config), "serve"],
+        env=client_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(base + "/simple/", timeout=2)
+            return server, base
+        except httpx.TransportError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("wheelmill serve did not start") from None
+            time.sleep(0.2)
+
+
+async def simulated_builder(
+    base: str,
+    token: str,
+    until: float,
+    build_seconds: tuple[float, float] | None,
+    latencies: list[float],
+    done: list[int],
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    failure = {"status": "failed", "duration_s": 0.0, "failure_reason": "compiler_error"}
+    async with httpx.AsyncClient(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            answer = await client.post("/jobs/claim")
+            latencies.append(time.perf_counter() - started)
+            if answer.status_code == 204:
+                await asyncio.sleep(0.1)
+                continue
+            job = answer.json()
+            if build_seconds:
+                await asyncio.sleep(random.uniform(*build_seconds))
+            completed = await client.post(f"/leases/{job['lease_id']}/complete", json=failure)
+            completed.raise_for_status()
+            done.append(job["job_id"])
+
+
+async def run_load(
+    base: str, tokens: list[str], seconds: float, build_seconds: tuple[float, float] | None, label: str
+) -> tuple[list[float], list[int], float]:
+    latencies: list[float] = []
+    done: list[int] = []
+    started = time.monotonic()
+    until = started + seconds
+    with Progress(console=console) as progress:
+        task = progress.add_task(label, total=seconds)
+
+        async def tick() -> None:
+            while time.monotonic() < until:
+                progress.update(
+                    task, completed=time.monotonic() - started, description=f"{label}: {len(done):,} jobs"
+                )
+                await asyncio.sleep(0.5)
+
+        await asyncio.gather(
+            tick(),
+            *(simulated_builder(base, token, until, build_seconds, latencies, done) for token in tokens),
+        )
+    return latencies, done, time.monotonic() - started
+
+
+def naive_and_claim_ms(url: str) -> tuple[float, float]:
+    """The naive anti-join the founding farm ran for "what next?", and one real claim, in ms."""
+    naive_sql = text(
+        "SELECT v.id FROM versions v WHERE NOT EXISTS (SELECT 1 FROM jobs j JOIN builds b "
+        "ON b.job_id = j.id WHERE j.version_id = v.id) ORDER BY v.released_at DESC LIMIT 1"
+    )
+    engine = create_engine(Database(url).url)
+    naive = []
+    with engine.connect() as conn:
+        for _ in range(3):
+            started = time.perf_counter()
+            conn.execute(naive_sql).all()
+            naive.append((time.perf_counter() - started) * 1000)
+    engine.dispose()
+    db = Database(url)
+    claims = []
+    for _ in range(50):
+        started = time.perf_counter()
+        with db.write() as session:
+            queue_sql.claim(session, 1, 1, 120, db.is_sqlite)
+        claims.append((time.perf_counter() - started) * 1000)
+    db.dispose()
+    return statistics.median(naive), statistics.median(claims)
+
+
+def duplicates(url: str) -> int:
+    engine = create_engine(Database(url).url)
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("SELECT count(*) FROM (SELECT job_id FROM builds GROUP BY job_id HAVING count(*) > 1) d")
+        ).scalar()
+    engine.dispose()
+    return int(found or 0)
