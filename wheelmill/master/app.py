@@ -21,7 +21,7 @@ from wheelmill.errors import (
     UploadRefused,
     WheelmillError,
 )
-from wheelmill.master import builder_api
+from wheelmill.master import admin_api, builder_api, bundle_api
 from wheelmill.master.context import Master
 from wheelmill.master.loops import start_loops
 from wheelmill.master.static import make_static_app
@@ -54,6 +54,8 @@ def create_app(master: Master, *, run_loops: bool = True) -> FastAPI:
     app = FastAPI(title="wheelmill", version=__version__, lifespan=lifespan)
     app.state.master = master
     app.include_router(builder_api.router)
+    app.include_router(admin_api.router)
+    app.include_router(bundle_api.router)
     app.add_exception_handler(WheelmillError, _domain_error)
     app.mount("/", make_static_app(master.settings.resolved_output_dir))
     return app
