@@ -131,6 +131,39 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     return run_publish(settings, everything=args.all)
 
 
+def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.bundle.client import run_bundle
+
+    return run_bundle(
+        master_url=args.master or settings.resolved_base_url,
+        token=settings.admin_token,
+        requirements=args.requirement,
+        target=args.target,
+        installed=args.installed,
+        output=args.output,
+        wait=args.wait,
+        console=console,
+    )
+
+
+def cmd_client_config(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill import clientconfig
+
+    if not settings.base_url:
+        console.print(
+            f"[yellow]warning:[/yellow] base_url is not set (WHEELMILL_BASE_URL): other machines "
+            f"cannot reach {settings.resolved_base_url}",
+            highlight=False,
+        )
+    if not args.write:
+        print(clientconfig.render(settings, uv=args.uv), end="")
+        return 0
+    path = args.path or (clientconfig.UV_TOML if args.uv else clientconfig.PIP_CONF)
+    changed = clientconfig.install(settings, uv=args.uv, path=path)
+    console.print(f"{'wrote' if changed else 'already up to date:'} {path}", highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     options = "\n".join(f"  {env:32} {text} (default {default})" for env, default, text in option_help())
     parser = argparse.ArgumentParser(
@@ -190,17 +223,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="every project and log, with a progress bar (default: only the site-wide pages)",
     )
     publish.set_defaults(func=cmd_publish)
+
+    bundle = sub.add_parser(
+        "bundle",
+        help="an offline bundle: every wheel requirements need on a target, minus what it has",
+        description="Exit status: 0 when the bundle is complete, 1 when wheels are missing (each listed "
+        "with why), 2 on bad input.",
+    )
+    bundle.add_argument(
+        "-r", "--requirement", type=Path, required=True, metavar="FILE", help="a requirements.txt"
+    )
+    bundle.add_argument("--target", required=True, help="the target, e.g. cp311-cp311-linux_armv7l")
+    bundle.add_argument(
+        "--installed",
+        type=Path,
+        metavar="FILE",
+        help="pip freeze or pip inspect output from the target: what it has is left out",
+    )
+    bundle.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="where to write it")
+    bundle.add_argument("--wait", action="store_true", help="wait while the farm builds missing wheels")
+    bundle.add_argument(
+        "--master",
+        metavar="URL",
+        help="the master (default: base_url); WHEELMILL_ADMIN_TOKEN is sent if set",
+    )
+    bundle.set_defaults(func=cmd_bundle)
+
+    client = sub.add_parser(
+        "client-config", help="print or write the pip (or uv) settings that install from this farm"
+    )
+    client.add_argument("--uv", action="store_true", help="uv's uv.toml instead of pip's pip.conf")
+    client.add_argument(
+        "--write", action="store_true", help="write it (default /etc/pip.conf or /etc/uv/uv.toml)"
+    )
+    client.add_argument("--path", type=Path, help="with --write: the file to write instead")
+    client.set_defaults(func=cmd_client_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
+    # Rich output for a person at a terminal; plain lines (much cheaper per record) for a service.
+    handler: logging.Handler = (
+        RichHandler(console=console, show_path=False) if sys.stderr.isatty() else logging.StreamHandler()
     )
+    if not sys.stderr.isatty():
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -24,6 +24,17 @@ class Pending:
     marks: tuple[tuple[str, str, datetime], ...]  # (kind, key, marked_at), to delete once published
 
 
+def _upsert(insert):  # type: ignore[no-untyped-def]
+    statement = insert(PendingPage.__table__)
+    return statement.on_conflict_do_update(
+        index_elements=["kind", "key"], set_={"marked_at": statement.excluded.marked_at}
+    )
+
+
+# Built once: marks are written on every completion, the hottest write after claims.
+_UPSERT = {True: _upsert(sqlite_insert), False: _upsert(pg_insert)}
+
+
 def mark(
     session: Session, *, projects: Iterable[str] = (), logs: Iterable[int] = (), site: bool = True
 ) -> None:
@@ -34,13 +45,8 @@ def mark(
     if not rows:
         return
     now = utcnow()
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else pg_insert
-    statement = insert(PendingPage).values([{**row, "marked_at": now} for row in rows])
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["kind", "key"], set_={"marked_at": statement.excluded.marked_at}
-        )
-    )
+    conn = session.connection()
+    conn.execute(_UPSERT[conn.dialect.name == "sqlite"], [{**row, "marked_at": now} for row in rows])
 
 
 def take(session: Session, limit: int = 1000) -> Pending:

@@ -128,4 +128,6 @@ class Staging:
         )
 
     def drop(self, lease_id: str) -> None:
-        shutil.rmtree(self.lease_dir(lease_id), ignore_errors=True)
+        directory = self.lease_dir(lease_id)
+        if directory.exists():  # most failed builds uploaded nothing: skip rmtree's cost
+            shutil.rmtree(directory, ignore_errors=True)
