@@ -109,9 +109,9 @@ def version_facts(session: Session, version_id: int) -> tuple[Version, VersionFa
 def write_decisions(session: Session, version: Version, decisions: dict[int, Decision]) -> int:
     """Create or update this version's job per target (target id -> decision); returns jobs queued.
 
-    Jobs that reached a result (built, failed, cancelled by removal stays until re-planned) keep it,
-    except that a skipped or covered job becomes queued again when the reason went away (an sdist
-    arrived for a binary-only version).
+    Leased, built and failed jobs keep their state. Open, skipped and cancelled jobs take the new
+    decision, so a binary-only version's jobs are queued once an sdist arrives. A covered job stays
+    covered unless the new decision is to build, since a farm wheel may be what covers it.
     """
     existing = {
         job.target_id: job for job in session.scalars(select(Job).where(Job.version_id == version.id))

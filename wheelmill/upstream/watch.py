@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from wheelmill.db import catalog
 from wheelmill.db.engine import Database
@@ -132,7 +133,7 @@ def _poll_one(
     )
 
 
-def _save_watch(session, name: str, etag: str | None, serial: int) -> None:  # type: ignore[no-untyped-def]
+def _save_watch(session: Session, name: str, etag: str | None, serial: int) -> None:
     watch = session.get(Watch, name)
     if watch is not None:
         watch.etag, watch.last_serial, watch.checked_at = etag, serial, utcnow()
