@@ -54,6 +54,12 @@ class Settings:
     max_upload_bytes: int = _opt(512 * 2**20, "largest wheel accepted")
     build_timeout: float = _opt(3600.0, "seconds a build may run")
     sandbox: str = _opt("auto", "'auto' (bubblewrap if installed), 'required', or 'none'")
+    smoke_test: bool = _opt(True, "import each built wheel before publishing it; broken wheels are kept out")
+    smoke_test_skip: list[str] = _opt([], "packages whose wheels are published without the smoke test")
+    smoke_test_modules: dict[str, list[str]] = _opt({}, "package -> the modules its smoke test imports")
+    min_free_bytes: int = _opt(
+        2**30, "below this much free disk the master refuses uploads and pauses builders; 0 turns it off"
+    )
 
     @property
     def resolved_database_url(self) -> str:

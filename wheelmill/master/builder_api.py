@@ -77,6 +77,8 @@ class ClaimedJob(BaseModel):
     index_url: str
     extra_index_url: str
     extra_requirements: list[str]
+    smoke_test: bool
+    smoke_test_modules: list[str]
 
 
 class Heartbeat(BaseModel):
@@ -138,7 +140,8 @@ def claim(master: MasterDep, caller: CallerDep, response: Response) -> ClaimedJo
         )
     if job is None:
         return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
-    base = master.settings.resolved_base_url
+    settings = master.settings
+    base = settings.resolved_base_url
     return ClaimedJob(
         job_id=job.job_id,
         build_id=job.build_id,
@@ -157,6 +160,8 @@ def claim(master: MasterDep, caller: CallerDep, response: Response) -> ClaimedJo
         index_url=base + "simple/",
         extra_index_url=master.settings.upstream,
         extra_requirements=[job.remedy] if job.remedy else [],
+        smoke_test=settings.smoke_test and job.package not in settings.smoke_test_skip,
+        smoke_test_modules=settings.smoke_test_modules.get(job.package, []),
     )
 
 
