@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -26,12 +28,14 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
+from sqlalchemy import func, select
 
 from wheelmill.config import Settings
 from wheelmill.db import views
 from wheelmill.db.engine import Database
 from wheelmill.db.jobs import ensure_targets
 from wheelmill.db.migrate import upgrade
+from wheelmill.db.tables import File
 from wheelmill.master import publishing
 from wheelmill.master.context import Master
 
@@ -40,7 +44,7 @@ TARGETS = ("cp311-cp311-linux_armv7l", "cp313-cp313-linux_armv7l")
 TARGET_SECONDS = 120.0
 TARGET_REWRITE_MS = 10.0
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
-WORDS = "py data fast json http async flask django numpy geo image tool lib net sql yaml test cli".split()
+WORDS = ("py", "data", "fast", "json", "http", "async", "flask", "geo", "image", "tool", "lib", "net", "sql")
 ENVIRONMENT = json.dumps(
     {
         "os": "Raspberry Pi OS 12 (bookworm)",
@@ -84,7 +88,8 @@ def generate(path: Path, projects: int, files: int) -> None:
     conn.execute("PRAGMA synchronous=OFF")
     now = stamp(NOW)
     conn.executemany(
-        "INSERT INTO targets (id, tag, python_version, platform, enabled) VALUES (?, ?, ?, 'linux_armv7l', 1)",
+        "INSERT INTO targets (id, tag, python_version, platform, enabled) "
+        "VALUES (?, ?, ?, 'linux_armv7l', 1)",
         [(number, tag, tag[2:5]) for number, tag in enumerate(TARGETS, 1)],
     )
     conn.executemany(
@@ -308,30 +313,41 @@ def open_master(path: Path, output: Path) -> Master:
     return Master.create(settings, db, target_ids)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (publish_all's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def full_publish(master: Master) -> dict[str, float]:
-    """Time publish_all into an empty output directory; the projects phase and the logs apart."""
+    """Time publish_all into an empty output directory, its projects phase apart from the logs."""
     publisher = publishing.make_publisher(master)
-    marks: dict[str, float] = {}
     with master.db.read() as session:
-        projects = views.published_count(session)
-    started = time.perf_counter()
+        projects = len(list(views.package_names(session)))
+        files = session.scalar(select(func.count(File.id))) or 0
+        logs = len(views.finished_builds(session))
+    marks: dict[str, float] = {}
+    cpu, started = cpu_seconds(), time.perf_counter()
     with Progress(console=console) as progress:
         task = progress.add_task("publish --all", total=None)
 
         def report(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
-            if done >= projects and "projects" not in marks:
+            if done == projects:  # workers finish every project before the first log page
                 marks["projects"] = time.perf_counter() - started
 
-        count = publishing.publish_all(master, publisher, report)
-    total = time.perf_counter() - started
+        publishing.publish_all(master, publisher, report)
+    took = time.perf_counter() - started
     site_started = time.perf_counter()
     publishing.publish_site(master, publisher)
     return {
-        "projects": count,
-        "full_publish_s": round(total, 1),
-        "projects_phase_s": round(marks["projects"], 1),
-        "logs_and_site_phase_s": round(total - marks["projects"], 1),
+        "projects": projects,
+        "files": files,
+        "log_pages": logs,
+        "full_publish_s": round(took, 1),
+        "projects_s": round(marks["projects"], 1),
+        "log_pages_s": round(took - marks["projects"], 1),
+        "cpu_s": round(cpu_seconds() - cpu, 1),
         "site_pages_s": round(time.perf_counter() - site_started, 2),
     }
 
@@ -380,7 +396,13 @@ def main() -> int:
     master = open_master(path, output)
     figures = full_publish(master) | rewrites(master, args.samples)
     master.db.dispose()
-    targets = {"full_publish_s": TARGET_SECONDS, "rewrite_p50_ms": TARGET_REWRITE_MS}
+    figures["load_average"] = round(os.getloadavg()[0], 1)  # other work on the machine slows both
+    # The issue's target names projects and files; the full publish adds every build's log page.
+    targets = {
+        "projects_s": TARGET_SECONDS,
+        "full_publish_s": TARGET_SECONDS,
+        "rewrite_p50_ms": TARGET_REWRITE_MS,
+    }
     met = {key: figures[key] <= limit for key, limit in targets.items()}
     console.print(
         f"full publish {figures['full_publish_s']} s, one project p50 {figures['rewrite_p50_ms']} ms"

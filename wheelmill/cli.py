@@ -164,6 +164,73 @@ def cmd_client_config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
+    """add, remove, skip, unskip, rebuild, yank, unyank: one action on one NAME[==VERSION]."""
+    from wheelmill.admin import actions
+    from wheelmill.runner import open_master
+
+    master = open_master(settings)
+    run = {
+        "add": lambda: actions.add(master, args.spec),
+        "remove": lambda: actions.remove(master, args.spec, args.reason),
+        "skip": lambda: actions.skip(master, args.spec, args.reason, args.target),
+        "unskip": lambda: actions.unskip(master, args.spec, args.target),
+        "rebuild": lambda: actions.rebuild(master, args.spec, args.target),
+        "yank": lambda: actions.yank(master, args.spec, args.reason or ""),
+        "unyank": lambda: actions.unyank(master, args.spec),
+    }[args.command]
+    for message in run().messages:
+        print(message)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.admin.importing import import_wheel
+    from wheelmill.runner import open_master
+
+    master = open_master(settings)
+    log_text = args.log.read_text(errors="replace") if args.log else None
+    for wheel in args.wheels:
+        for message in import_wheel(master, wheel, log_text).messages:
+            print(message)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.admin.audit import audit
+    from wheelmill.runner import open_master
+
+    findings = audit(open_master(settings), fix=args.fix)
+    sections = [
+        ("missing", findings.missing),
+        ("hash mismatch", findings.mismatched),
+        ("extra" + (" (removed if older than 10 minutes)" if args.fix else ""), findings.extra),
+        ("stale page" + (" (marked for rewrite)" if args.fix else ""), findings.stale_pages),
+        ("extra page" + (" (marked for removal)" if args.fix else ""), findings.extra_pages),
+    ]
+    for title, entries in sections:
+        for entry in entries:
+            print(f"{title}: {entry}")
+    for spec in sorted(findings.rebuild):
+        print(f"to repair: wheelmill rebuild {spec}")
+    if findings.clean:
+        print("audit: database, files and pages agree")
+    return 0 if findings.clean or args.fix else 1
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.status import render_status
+
+    Console().print(render_status(settings))
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.monitor import run_monitor
+
+    return run_monitor(settings, refresh=args.refresh)
+
+
 def build_parser() -> argparse.ArgumentParser:
     options = "\n".join(f"  {env:32} {text} (default {default})" for env, default, text in option_help())
     parser = argparse.ArgumentParser(
@@ -258,6 +325,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--path", type=Path, help="with --write: the file to write instead")
     client.set_defaults(func=cmd_client_config)
+
+    for action, text in (
+        ("add", "follow a package; with ==VERSION, build that version first"),
+        ("remove", "take a package or version off the farm: jobs cancelled, wheels and pages deleted"),
+        ("skip", "stop building a package or version (on one target with --target)"),
+        ("unskip", "build a skipped package or version again"),
+        ("rebuild", "queue a version's jobs again, even if built (one target with --target)"),
+        ("yank", "mark a version yanked (PEP 592): pip skips it unless pinned"),
+        ("unyank", "undo yank"),
+    ):
+        admin = sub.add_parser(action, help=text)
+        admin.add_argument("spec", metavar="NAME[==VERSION]")
+        if action in ("skip", "unskip", "rebuild"):
+            admin.add_argument("--target", help="only this target, e.g. cp311-cp311-linux_armv7l")
+        if action in ("skip", "remove"):
+            admin.add_argument("--reason", required=True, help="why; shown on the project page")
+        if action == "yank":
+            admin.add_argument("--reason", default="", help="shown by pip when the version is installed")
+        admin.set_defaults(func=cmd_admin)
+
+    importing = sub.add_parser("import", help="publish wheels built elsewhere, checked like uploads")
+    importing.add_argument("wheels", nargs="+", type=Path, metavar="WHEEL")
+    importing.add_argument("--log", type=Path, help="a build log to publish with them")
+    importing.set_defaults(func=cmd_import)
+
+    audit = sub.add_parser("audit", help="check database, files and pages against each other")
+    audit.add_argument("--fix", action="store_true", help="delete unlisted files; rewrite or remove pages")
+    audit.set_defaults(func=cmd_audit)
+
+    status = sub.add_parser("status", help="the queue, builders, recent failures, follower and disk")
+    status.set_defaults(func=cmd_status)
+
+    monitor = sub.add_parser("monitor", help="a live dashboard; keys pause, resume, drain and kill builders")
+    monitor.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes")
+    monitor.set_defaults(func=cmd_monitor)
     return parser
 
 

@@ -20,6 +20,8 @@ import pytest
 import uvicorn
 from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, DistributionPackage, PyPISimple
 
+from wheelmill import clientconfig
+from wheelmill.config import Settings
 from wheelmill.master.static import make_static_app
 from wheelmill.publish.model import IndexFile, ProjectIndex, ProjectPage
 from wheelmill.publish.publisher import Publisher
@@ -255,6 +257,33 @@ def test_uv_installs(server: str, tmp_path: Path) -> None:
 def test_uv_installs_a_pinned_yanked_release(server: str, tmp_path: Path) -> None:
     # PEP 592: yanked files are skipped unless the requirement pins them exactly.
     assert installed_version(uv_install(tmp_path, server, f"{NAME}==2.0")) == "2.0"
+
+
+def test_uv_installs_with_the_client_config(server: str, tmp_path: Path) -> None:
+    """`wheelmill client-config --uv --write` gives uv the farm as an index searched first."""
+    config = tmp_path / "uv.toml"
+    clientconfig.install(Settings(base_url=server), uv=True, path=config)
+    python = fresh_venv(tmp_path / "venv")
+    # The default index answers nothing: only the farm, named in the file, can provide the wheel.
+    subprocess.run(
+        [
+            "uv",
+            "pip",
+            "install",
+            "-q",
+            "--no-cache",
+            "--config-file",
+            str(config),
+            "--default-index",
+            "http://127.0.0.1:9/simple/",
+            "--python",
+            str(python),
+            NAME,
+        ],
+        check=True,
+        env=CLIENT_ENV,
+    )
+    assert installed_version(python) == "1.0"
 
 
 def package_facts(package: DistributionPackage) -> tuple[object, ...]:

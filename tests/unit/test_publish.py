@@ -28,6 +28,7 @@ from wheelmill.publish.writer import write_bytes_atomic, write_chunks_atomic
 SCRIPT = "<script>alert('pwned')</script>"
 WHEEL = "demo_pure-1.0-py3-none-any.whl"
 TARGET = "cp311-cp311-linux_armv7l"
+ALIAS = "demo_pure-1.0-cp311-cp311-linux_armv6l.whl"  # published as another platform, same bytes
 
 
 class Anchors(HTMLParser):
@@ -111,6 +112,18 @@ def project_page() -> ProjectPage:
         files=(
             FarmFile(
                 WHEEL, f"/files/demo-pure/{WHEEL}", "1.0", TARGET, 1234, "a" * 64, 7, ("libfoo1",), None
+            ),
+            FarmFile(
+                ALIAS,
+                f"/files/demo-pure/{ALIAS}",
+                "1.0",
+                TARGET,
+                1234,
+                "a" * 64,
+                7,
+                ("libfoo1",),
+                None,
+                WHEEL,
             ),
         ),
         apt_packages=("libfoo1", "libbar2"),
@@ -209,8 +222,18 @@ def test_project_page_escapes_and_instructs(published: Path) -> None:
     assert f"/files/demo-pure/{WHEEL}" in links
     assert "a" * 64 in html and "1.2 kB" in html
     assert "missing &lt;libfoo.h&gt;" in html
+    assert f"same file as {WHEEL}" in html and f"/files/demo-pure/{ALIAS}" in links
     assert 'href="/static/wheelmill.css"' in html
     assert 'http-equiv="Content-Security-Policy"' in html
+
+
+def test_farm_only_index_commands_compare_indexes(tmp_path: Path) -> None:
+    publisher = Publisher(tmp_path / "www", base_url="https://wheels.example.org/", merged_index=False)
+    publisher.write_project(project_index(), project_page())
+    html = (publisher.output_dir / "project/demo-pure/index.html").read_text()
+    assert "--index-url" not in html  # the farm's wheels alone cannot be the only index
+    assert "pip install --extra-index-url https://wheels.example.org/simple/ demo-pure" in html
+    assert "--index-strategy unsafe-best-match demo-pure" in html
 
 
 def test_project_json_api(published: Path) -> None:
@@ -224,6 +247,11 @@ def test_project_json_api(published: Path) -> None:
         "reason": "missing <libfoo.h>",
     }
     assert document["files"][0]["hashes"] == {"sha256": "a" * 64}
+    assert document["files"][0]["apt_packages"] == ["libfoo1"] and document["files"][0]["alias_of"] is None
+    assert document["files"][1]["alias_of"] == WHEEL and document["info"]["apt_packages"] == [
+        "libfoo1",
+        "libbar2",
+    ]
 
 
 def test_project_must_be_canonical_and_agree(publisher: Publisher) -> None:
@@ -237,28 +265,39 @@ def test_project_must_be_canonical_and_agree(publisher: Publisher) -> None:
 
 
 def test_log_page(publisher: Publisher) -> None:
-    publisher.write_log(
-        BuildLogPage(
-            build_id=12,
-            package="demo-pure",
-            version="1.0",
-            target=TARGET,
-            builder="pi-1",
-            status="failed",
-            failure_reason="compiler error",
-            failure_detail="gcc: <fatal>",
-            started_at=datetime(2024, 1, 1, 12, 0),
-            duration_s=75.0,
-            environment={"CC": "gcc-12", "python": "3.11.2"},
-            log_text=f"building\n{SCRIPT}\n",
-            files=(),
-        )
+    page = BuildLogPage(
+        build_id=12,
+        package="demo-pure",
+        version="1.0",
+        target=TARGET,
+        builder="pi-1",
+        status="failed",
+        failure_reason="compiler error",
+        failure_detail="gcc: <fatal>",
+        started_at=datetime(2024, 1, 1, 12, 0),
+        duration_s=75.0,
+        environment={
+            "os": "Raspberry Pi OS 12",
+            "kernel": "6.6.31",
+            "python": "CPython 3.11.2",
+            "pip": "23.0",
+            "setuptools": "66.1",
+            "compiler": "gcc-12",
+            "sandbox": "bubblewrap",
+        },
+        log_text=f"building\n{SCRIPT}\n",
+        files=(),
     )
+    publisher.write_log(page)
     html = (publisher.output_dir / "logs/12/index.html").read_text()
     assert SCRIPT not in html and "&lt;script&gt;" in html
     assert "compiler error" in html and "gcc: &lt;fatal&gt;" in html
-    assert '<th scope="row">CC</th><td><code>gcc-12</code></td>' in html
+    for key in ("os", "kernel", "python", "pip", "setuptools", "compiler", "sandbox"):
+        assert f'<th scope="row">{key}</th>' in html
+    assert '<th scope="row">compiler</th><td><code>gcc-12</code></td>' in html
     assert "2024-01-01 12:00 UTC" in html and "1 min 15 s" in html
+    publisher.write_log(page._replace(build_id=13, status="running", failure_reason=None, log_text=""))
+    assert "still running" in (publisher.output_dir / "logs/13/index.html").read_text()
 
 
 def test_home_builders_stats_search(publisher: Publisher) -> None:
@@ -291,12 +330,13 @@ def test_home_builders_stats_search(publisher: Publisher) -> None:
             builds_per_builder_per_day={"pi-1": ((date(2024, 1, 1), 4),), "<pi-2>": ((date(2024, 1, 3), 5),)},
             outcomes={"built": 8, "failed": 1},
             failure_reasons={"missing <header>": 1},
+            days=90,
         )
     )
     stats = (out / "stats/index.html").read_text()
     assert stats.count("<svg") == 5 and "No data yet" in stats  # downloads: no data
     assert "&lt;pi-2&gt;" in stats and "missing &lt;header&gt;" in stats and "<header>" not in stats
-    assert "2024-01-01: 3 succeeded" in stats
+    assert "2024-01-01: 3 succeeded" in stats and "last 90 days" in stats
     publisher.write_search_index([SearchEntry("demo-pure", "A <demo>", 2, 3)])
     document = json.loads((out / "search/index.json").read_text())
     assert document == {
@@ -333,7 +373,7 @@ def test_writes_leave_no_temp_files_and_skip_unchanged(published: Path, publishe
     assert write_chunks_atomic(page, [page.read_bytes()]) is False
     assert page.stat().st_mtime_ns == old
     changed = project_index()
-    publisher.write_project(ProjectIndex(**{**changed.__dict__, "last_serial": 4243}), project_page())
+    publisher.write_project(changed._replace(last_serial=4243), project_page())
     assert page.stat().st_mtime_ns != old
     assert json.loads(page.read_text())["meta"]["_last-serial"] == 4243
     assert oct(page.stat().st_mode & 0o777) == oct(0o644)

@@ -231,9 +231,8 @@ def test_project_page_matrix_files_and_apt_line(farm: Farm) -> None:
 
 def test_many_records_match_one_at_a_time(farm: Farm) -> None:
     with farm.db.read() as session:
-        batch = views.published_packages(session, after="", limit=10)
+        batch = sorted(views.published_named(session, ["other", "demo"]))
         assert [p.name for p in batch] == ["demo", "other"]
-        assert [p.name for p in views.published_packages(session, after="demo", limit=10)] == ["other"]
         many = views.many_project_records(
             session, batch, views.enabled_targets(session), merged=True, tracks=lambda n: f"https://up/{n}/"
         )
@@ -284,7 +283,6 @@ def test_stats_sum_quiet_builders(db: Database) -> None:
 def test_recent_builds_and_finished_build_pages(farm: Farm) -> None:
     with farm.db.read() as session:
         recent = views.recent_builds(session)
-        finished = views.finished_builds_after(session, 0, 10)
-        assert views.finished_build_count(session) == len(finished) == 3
-        assert views.finished_builds_after(session, finished[0], 1) == finished[1:2]
+        finished = views.finished_builds(session)
+    assert len(finished) == 3 and finished == sorted(finished)  # the running build has no page yet
     assert [b.status for b in recent] == ["running", "failed", "success", "failed"]

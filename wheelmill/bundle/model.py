@@ -75,7 +75,7 @@ class Bundle:
 
 
 class BundleStore:
-    """Bundles under ``root/ID/``: ``state.json``, and ``bundle/`` with its archive once ready."""
+    """Bundles under ``root/ID/``: ``state.json``, and the bundle's .tar.gz once ready."""
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -10,7 +10,6 @@ missing wheel is listed with its reason). A bundle is never silently incomplete.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import threading
 import uuid
@@ -189,20 +188,20 @@ class BundleService:
     def _assemble(
         self, bundle: Bundle, chosen: list[tuple[Pin, WheelLink]], left_out: list[tuple[str, str]]
     ) -> None:
+        """Download the wheels, write the text files, and keep only the .tar.gz of it all."""
         directory = self.store.directory(bundle.id)
-        work = directory / "assembling"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        directory.mkdir(parents=True, exist_ok=True)
         wheels = []
-        for pin, link in chosen:
-            path = fetch(link, work)
-            wheels.append(BundledWheel(pin.name, pin.version, path.name, link.sha256, path.stat().st_size))
-        contents = Contents(bundle.target, tuple(bundle.requirements), tuple(wheels), tuple(left_out))
-        write_bundle(work, contents)
-        final = directory / "bundle"
-        shutil.rmtree(final, ignore_errors=True)
-        work.rename(final)
-        make_archive(final, directory / bundle.archive_name)
+        with tempfile.TemporaryDirectory(prefix="assembling-", dir=directory) as temp:
+            work = Path(temp)
+            for pin, link in chosen:
+                path = fetch(link, work)
+                wheels.append(
+                    BundledWheel(pin.name, pin.version, path.name, link.sha256, path.stat().st_size)
+                )
+            contents = Contents(bundle.target, tuple(bundle.requirements), tuple(wheels), tuple(left_out))
+            write_bundle(work, contents)
+            make_archive(work, directory / bundle.archive_name)
         bundle.state, bundle.wheels, bundle.left_out = State.ready, wheels, left_out
         log.info("bundle %s ready: %d wheels, %d bytes", bundle.id, len(wheels), bundle.total_size)
 
@@ -250,7 +249,9 @@ def _item(name: str, version: str, job: bundle_sql.JobState) -> Item:
     status = _ITEM_STATUS.get(job.status, ItemStatus.failed)
     reason = None
     if status is ItemStatus.failed:
-        reason = f"{job.status}: {job.reason or job.failure_reason or 'no reason recorded'}"
+        reason = job.reason or job.failure_reason or "no reason recorded"
+        if job.status is not JobStatus.failed:  # skipped, covered or cancelled: say which
+            reason = f"{job.status}: {reason}"
         if job.failure_detail:
             reason += f" ({job.failure_detail})"
     elif job.status is JobStatus.waiting:

@@ -99,7 +99,7 @@ def readme(contents: Contents) -> str:
         "",
         f"Target:      {contents.target}",
         f"Requested:   {', '.join(contents.requirements)}",
-        f"Total size:  {file_size(total)} ({total} bytes) in {len(contents.wheels)} wheels",
+        f"Total size:  {file_size(total)} ({total} bytes) in {_wheels(len(contents.wheels))}",
         "",
         "Install on the target, with no network: ./install.sh",
         "It runs: python3 -m pip install --no-index --find-links . -r requirements.txt",
@@ -124,6 +124,10 @@ def make_archive(directory: Path, archive: Path) -> None:
         for path in sorted(directory.iterdir()):
             tar.add(path, arcname=f"{top}/{path.name}", recursive=False)
     os.replace(temp, archive)
+
+
+def _wheels(count: int) -> str:
+    return f"{count} wheel" if count == 1 else f"{count} wheels"
 
 
 def _safe_filename(filename: str) -> str:

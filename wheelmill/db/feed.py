@@ -251,7 +251,7 @@ def _apply_version_flags(
     _wipe_versions(session, [row.id for row, release in releases if release.wiped])
     updates, yank_changes, quarantined = [], [], []
     for row, release in releases:
-        current = _VersionState(*_WIPED) if release.wiped else _VersionState(*row[1:])
+        current = _WIPED if release.wiped else _VersionState(*row[1:])
         yanked = current.yanked if release.yanked is None else release.yanked
         target = _VersionState(
             removed=current.removed if release.exists is None else not release.exists,
@@ -268,15 +268,20 @@ def _apply_version_flags(
         elif current.quarantined and not target.quarantined and not target.removed:
             applied.replan.add(row.id)
     _update_by_id(session, Version, updates)
+    _yank_files(session, yank_changes)
+    _cancel(session, quarantined, "quarantined upstream")
+
+
+def _yank_files(session: Session, versions: list[dict]) -> None:
+    """Files carry their release's yank ({"b_version": id, "yanked": flag} per version)."""
     for table in (Source.__table__, UpstreamWheel.__table__):
         _execute_many(
             session,
             update(table)
             .where(table.c.version_id == bindparam("b_version"))
             .values(yanked=bindparam("yanked")),
-            yank_changes,
+            versions,
         )
-    _cancel(session, quarantined, "quarantined upstream")
 
 
 def _wipe_versions(session: Session, version_ids: Sequence[int]) -> None:
@@ -313,24 +318,13 @@ def _remove_files(session: Session, changes: Mapping[str, ProjectChange], applie
 def _mark_pending(
     session: Session, changes: Mapping[str, ProjectChange], packages: Mapping[str, _PackageRow]
 ) -> None:
-    added = [name for c in changes.values() for r in c.releases.values() for name in r.added]
-    known: set[str] = set()
-    for table in (Source, UpstreamWheel):
-        known.update(_ids(session, select(table.filename).where(table.filename.in_(bindparam("ids"))), added))
-    owed, settled = [], []
-    for name, change in changes.items():
-        if name not in packages:
-            continue
-        needs = change.refresh or any(
-            release.refresh or release.yanked or (release.added - known)
-            for release in change.releases.values()
-        )
-        if needs and change.exists is not False:
-            owed.append({"key": PENDING + name, "value": change.spelling})
-        elif change.exists is False:
-            settled.append(name)
+    owed = [
+        {"key": PENDING + name, "value": change.spelling}
+        for name, change in changes.items()
+        if name in packages and change.exists is not False and change.needs_details
+    ]
     _insert_many(session, UpstreamState, owed, ["key"])
-    drop_pending(session, settled)
+    drop_pending(session, [name for name, change in changes.items() if change.exists is False])
 
 
 # -- file details -----------------------------------------------------------------------------------
@@ -361,6 +355,7 @@ def record_details(
                 yanks.append({"b_id": row.id, "yanked": yanked, "yanked_reason": reason if yanked else None})
                 applied.changed.add(project.name)
     _update_by_id(session, Version, yanks)
+    _yank_files(session, [{"b_version": yank["b_id"], "yanked": yank["yanked"]} for yank in yanks])
     for table, rows in _file_rows(session, files).items():
         _insert_many(session, table, rows, ["filename"])
         applied.replan.update(row["version_id"] for row in rows)

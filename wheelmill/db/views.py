@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from packaging.version import InvalidVersion
 from packaging.version import Version as PEP440Version
-from sqlalchemy import ColumnElement, Date, case, func, null, select
+from sqlalchemy import ColumnElement, Date, Executable, Row, bindparam, case, func, null, select, union_all
 from sqlalchemy.orm import Session
 
 from wheelmill.db.jobs import queue_depth
@@ -83,6 +83,7 @@ _PUBLISHED = (Package.removed.is_(False), Package.quarantined.is_(False))
 
 
 def _version_key(text: str) -> tuple[int, PEP440Version | str]:
+    """PEP 440 order, with unparseable spellings first."""
     try:
         return (1, PEP440Version(text))
     except InvalidVersion:
@@ -101,31 +102,15 @@ def published_package(session: Session, name: str) -> Package | None:
     return package
 
 
-def published_packages(session: Session, *, after: str, limit: int) -> list[PackageFacts]:
-    """The next `limit` published packages whose names sort after `after`.
-
-    Keyset pages over the unique name index: a full publish reads the catalogue in short
-    transactions instead of holding one snapshot open for minutes.
-    """
-    rows = session.execute(
-        select(*_PACKAGE_COLUMNS).where(*_PUBLISHED, Package.name > after).order_by(Package.name).limit(limit)
-    )
-    return [PackageFacts._make(row) for row in rows]
-
-
 def published_named(session: Session, names: Sequence[str]) -> list[PackageFacts]:
     """Those of `names` that are published packages."""
-    rows = session.execute(select(*_PACKAGE_COLUMNS).where(*_PUBLISHED, Package.name.in_(names)))
+    rows = session.connection().execute(_PUBLISHED_NAMED, {"names": list(names)})
     return [PackageFacts._make(row) for row in rows]
-
-
-def published_count(session: Session) -> int:
-    return session.scalar(select(func.count(Package.id)).where(*_PUBLISHED)) or 0
 
 
 def enabled_targets(session: Session) -> tuple[str, ...]:
     """The targets a project page has a column for."""
-    return tuple(session.scalars(select(TargetRow.tag).where(TargetRow.enabled).order_by(TargetRow.tag)))
+    return tuple(session.connection().execute(_TARGETS).scalars())
 
 
 def project_records(
@@ -155,24 +140,25 @@ def many_project_records(
     tracks: Callable[[str], str | None],
 ) -> list[tuple[ProjectIndex, ProjectPage]]:
     """The records of several packages from one query per table; `tracks` gives the PEP 708 URL."""
-    ids = [package.id for package in packages]
-    versions = _versions(session, ids)
-    farm = _farm_files(session, ids, versions)
-    upstream = _upstream_files(session, ids, versions) if merged else {}
-    cells = _cells(session, ids, versions)
+    names = {package.id: package.name for package in packages}
+    versions = _versions(session, list(names))
+    farm = _farm_files(session, names, versions)
+    upstream = _upstream_files(session, list(names), versions) if merged else {}
+    cells = _cells(session, list(names), versions)
     records = []
     for package in packages:
-        ordered = sorted(versions.by_package.get(package.id, ()), key=lambda v: v.key)
-        files = farm.get(package.id, [])
+        ordered = versions.by_package.get(package.id, [])
+        ordered.sort(key=lambda v: versions.rank[v[0]])
+        index_files, page_files = farm.get(package.id, ([], []))
+        farm_names = {file.filename for file in index_files}
+        index_files += [file for file in upstream.get(package.id, ()) if file.filename not in farm_names]
+        index_files.sort(key=_by_filename)
         tracked = tracks(package.name)
-        index_files = [_index_file(package.name, row, versions.yank[row.version_id]) for row in files]
-        farm_names = {row.filename for row in files}
-        index_files += [f for f in upstream.get(package.id, ()) if f.filename not in farm_names]
         index = ProjectIndex(
             name=package.name,
             display_name=package.display_name,
-            versions=tuple(v.version for v in ordered),
-            files=tuple(sorted(index_files, key=lambda f: f.filename)),
+            versions=tuple(text for _, text in ordered),
+            files=tuple(index_files),
             last_serial=package.last_serial,
             tracks=tracked,
         )
@@ -182,115 +168,145 @@ def many_project_records(
             summary=package.summary,
             description=package.description,
             upstream_url=tracked,
-            versions=tuple(v.version for v in reversed(ordered)),
+            versions=tuple(text for _, text in reversed(ordered)),
             targets=targets,
             cells=tuple(cells.get(package.id, ())),
-            files=_farm_page_files(package.name, files, versions),
-            apt_packages=tuple(sorted({apt for row in files for apt in (row.apt_packages or ())})),
+            files=tuple(file for _, file in sorted(page_files, key=_by_rank_and_filename, reverse=True)),
+            apt_packages=tuple(sorted({apt for _, file in page_files for apt in file.apt_packages})),
         )
         records.append((index, page))
     return records
 
 
-class _VersionRow(NamedTuple):
-    id: int
-    version: str
-    key: tuple[int, PEP440Version | str]
+def _by_filename(file: IndexFile) -> str:
+    return file.filename
+
+
+def _by_rank_and_filename(item: tuple[int, FarmFile]) -> tuple[int, str]:
+    return item[0], item[1].filename
+
+
+# The project queries are built once: building a statement costs more than running it when a
+# finished build rewrites one project. Names and ids go in as expanding IN parameters.
+_PUBLISHED_NAMED = select(*_PACKAGE_COLUMNS).where(
+    *_PUBLISHED, Package.name.in_(bindparam("names", expanding=True))
+)
+_TARGETS = select(TargetRow.tag).where(TargetRow.enabled).order_by(TargetRow.tag)
+_IDS = bindparam("ids", expanding=True)
+_VERSIONS = select(
+    Version.id, Version.package_id, Version.version, Version.canonical, Version.yanked, Version.yanked_reason
+).where(Version.package_id.in_(_IDS), Version.removed.is_(False), Version.quarantined.is_(False))
+_FARM_FILES = (
+    select(
+        Version.package_id,
+        File.id,
+        File.version_id,
+        File.build_id,
+        File.filename,
+        File.target,
+        File.sha256,
+        File.size,
+        File.requires_python,
+        File.metadata_sha256,
+        File.alias_of,
+        File.apt_packages,
+        File.created_at,
+    )
+    .join(Version, Version.id == File.version_id)
+    .where(Version.package_id.in_(_IDS), File.broken.is_(None))
+)
+_UPSTREAM_FILES = union_all(
+    *(
+        select(
+            Version.package_id,
+            table.version_id,
+            table.filename,
+            table.url,
+            table.sha256,
+            table.size,
+            table.upload_time,
+            table.requires_python,
+            table.yanked,
+            UpstreamWheel.core_metadata_sha256 if table is UpstreamWheel else null(),
+        )
+        .join(Version, Version.id == table.version_id)
+        .where(Version.package_id.in_(_IDS))
+        for table in (Source, UpstreamWheel)
+    )
+)
+_LATEST_FINISHED_BUILD = (
+    select(func.max(Build.id))
+    .where(Build.job_id == Job.id, Build.finished_at.is_not(None))
+    .correlate(Job)
+    .scalar_subquery()
+)
+_CELLS = (
+    select(Version.package_id, Job.version_id, TargetRow.tag, Job.status, Job.reason, _LATEST_FINISHED_BUILD)
+    .join(Version, Version.id == Job.version_id)
+    .join(TargetRow, TargetRow.id == Job.target_id)
+    .where(Version.package_id.in_(_IDS))
+)
+
+
+def _rows(session: Session, statement: Executable, package_ids: list[int]) -> Sequence[Row[Any]]:
+    """Run a project query as Core: the ORM's per-row bookkeeping costs more than the query
+    when a full publish reads millions of rows."""
+    return session.connection().execute(statement, {"ids": package_ids}).all()  # one fetchall
 
 
 class _Versions(NamedTuple):
-    """The published versions of some packages: by package, and each one's text and yank."""
+    """The published versions of some packages."""
 
-    by_package: dict[int, list[_VersionRow]]
-    text: dict[int, str]
-    key: dict[int, tuple[int, PEP440Version | str]]
-    yank: dict[int, str | None]  # None: not yanked; else the reason ("" for none given)
+    by_package: dict[int, list[tuple[int, str]]]  # package id -> [(version id, upstream spelling)]
+    text: dict[int, str]  # version id -> upstream spelling
+    rank: dict[int, int]  # version id -> its place in PEP 440 order among all of them
+    yank: dict[int, str | None]  # version id -> None: not yanked; else the reason ("" for none given)
 
 
 def _versions(session: Session, package_ids: list[int]) -> _Versions:
-    rows = session.execute(
-        select(
-            Version.id,
-            Version.package_id,
-            Version.version,
-            Version.canonical,
-            Version.yanked,
-            Version.yanked_reason,
-        ).where(
-            Version.package_id.in_(package_ids), Version.removed.is_(False), Version.quarantined.is_(False)
-        )
-    )
+    rows = _rows(session, _VERSIONS, package_ids)
     found = _Versions(defaultdict(list), {}, {}, {})
-    for row in rows:
-        key = _version_key(row.canonical)
-        found.by_package[row.package_id].append(_VersionRow(row.id, row.version, key))
-        found.text[row.id] = row.version
-        found.key[row.id] = key
-        found.yank[row.id] = (row.yanked_reason or "") if row.yanked else None
+    for version_id, package_id, text, _, yanked, reason in rows:
+        found.by_package[package_id].append((version_id, text))
+        found.text[version_id] = text
+        found.yank[version_id] = (reason or "") if yanked else None
+    # One sort with the costly PEP 440 keys; every later sort compares integers.
+    by_key = sorted(rows, key=lambda row: _version_key(row.canonical))
+    found.rank.update((row.id, rank) for rank, row in enumerate(by_key))
     return found
 
 
-def _farm_files(session: Session, package_ids: list[int], versions: _Versions) -> dict[int, list[Any]]:
-    """Served farm files by package id, those of unpublished versions left out."""
-    rows = session.execute(
-        select(
-            Version.package_id,
-            File.id,
-            File.version_id,
-            File.build_id,
-            File.filename,
-            File.target,
-            File.sha256,
-            File.size,
-            File.requires_python,
-            File.metadata_sha256,
-            File.alias_of,
-            File.apt_packages,
-            File.created_at,
-        )
-        .join(Version, Version.id == File.version_id)
-        .where(Version.package_id.in_(package_ids), File.broken.is_(None))
-    )
-    found: dict[int, list[Any]] = defaultdict(list)
+def _farm_files(
+    session: Session, names: dict[int, str], versions: _Versions
+) -> dict[int, tuple[list[IndexFile], list[tuple[int, FarmFile]]]]:
+    """By package id: its served farm files as index entries, and as page rows with their
+    version's rank. Files of unpublished versions are left out."""
+    rows = _rows(session, _FARM_FILES, list(names))
+    filenames = {row.id: row.filename for row in rows}
+    found: dict[int, tuple[list[IndexFile], list[tuple[int, FarmFile]]]] = {}
     for row in rows:
-        if row.version_id in versions.text:
-            found[row.package_id].append(row)
-    return found
-
-
-def _index_file(package: str, row: Any, yank: str | None) -> IndexFile:
-    return IndexFile(
-        filename=row.filename,
-        url=file_url(package, row.filename),
-        sha256=row.sha256,
-        size=row.size,
-        upload_time=row.created_at,
-        requires_python=row.requires_python,
-        yanked=yank,
-        core_metadata_sha256=row.metadata_sha256,
-        from_farm=True,
-    )
-
-
-def _farm_page_files(package: str, files: list[Any], versions: _Versions) -> tuple[FarmFile, ...]:
-    """The project page's files, newest version first; an alias names the file it shares bytes with."""
-    names = {row.id: row.filename for row in files}
-    ordered = sorted(files, key=lambda row: (versions.key[row.version_id], row.filename), reverse=True)
-    return tuple(
-        FarmFile(
-            filename=row.filename,
-            url=file_url(package, row.filename),
-            version=versions.text[row.version_id],
-            target=row.target,
-            size=row.size,
-            sha256=row.sha256,
-            build_id=row.build_id,
-            apt_packages=tuple(row.apt_packages or ()),
-            broken=None,
-            alias_of=names.get(row.alias_of) if row.alias_of is not None else None,
+        package_id, _, version_id, build, filename, target, sha256, size, requires, meta, alias, apt, at = row
+        if version_id not in versions.text:
+            continue
+        url = file_url(names[package_id], filename)
+        index_files, page_files = found.setdefault(package_id, ([], []))
+        index_files.append(
+            IndexFile(filename, url, sha256, size, at, requires, versions.yank[version_id], meta, True)
         )
-        for row in ordered
-    )
+        page_file = FarmFile(
+            filename,
+            url,
+            versions.text[version_id],
+            target,
+            size,
+            sha256,
+            build,
+            tuple(apt or ()),
+            None,
+            filenames.get(alias) if alias is not None else None,  # an alias names the file it shares
+        )
+        page_files.append((versions.rank[version_id], page_file))
+    return found
 
 
 def _upstream_files(
@@ -298,42 +314,16 @@ def _upstream_files(
 ) -> dict[int, list[IndexFile]]:
     """Upstream's sdists and wheels by package id, for merged pages."""
     found: dict[int, list[IndexFile]] = defaultdict(list)
-    for table in (Source, UpstreamWheel):
-        metadata = UpstreamWheel.core_metadata_sha256 if table is UpstreamWheel else null()
-        rows = session.execute(
-            select(
-                Version.package_id,
-                table.version_id,
-                table.filename,
-                table.url,
-                table.sha256,
-                table.size,
-                table.upload_time,
-                table.requires_python,
-                table.yanked,
-                metadata,
-            )
-            .join(Version, Version.id == table.version_id)
-            .where(Version.package_id.in_(package_ids))
+    for row in _rows(session, _UPSTREAM_FILES, package_ids):
+        package_id, version_id, filename, url, sha256, size, uploaded, requires, yanked, meta = row
+        if version_id not in versions.text:
+            continue
+        yank = versions.yank[version_id]
+        # A file yanked on its own has no reason of its own in the upstream feed.
+        yank = yank if yank is not None else ("" if yanked else None)
+        found[package_id].append(
+            IndexFile(filename, url, sha256, size, uploaded, requires, yank, meta, False)
         )
-        for package_id, version_id, filename, url, sha256, size, uploaded, requires, yanked, meta in rows:
-            if version_id not in versions.text:
-                continue
-            yank = versions.yank[version_id]
-            found[package_id].append(
-                IndexFile(
-                    filename=filename,
-                    url=url,
-                    sha256=sha256,
-                    size=size,
-                    upload_time=uploaded,
-                    requires_python=requires,
-                    # A file yanked on its own has no reason of its own in the upstream feed.
-                    yanked=yank if yank is not None else ("" if yanked else None),
-                    core_metadata_sha256=meta,
-                    from_farm=False,
-                )
-            )
     return found
 
 
@@ -342,18 +332,7 @@ def _cells(session: Session, package_ids: list[int], versions: _Versions) -> dic
 
     A running build has no log page yet, so a cell links to the attempt before it, if any.
     """
-    latest = (
-        select(func.max(Build.id))
-        .where(Build.job_id == Job.id, Build.finished_at.is_not(None))
-        .correlate(Job)
-        .scalar_subquery()
-    )
-    rows = session.execute(
-        select(Version.package_id, Job.version_id, TargetRow.tag, Job.status, Job.reason, latest)
-        .join(Version, Version.id == Job.version_id)
-        .join(TargetRow, TargetRow.id == Job.target_id)
-        .where(Version.package_id.in_(package_ids))
-    )
+    rows = _rows(session, _CELLS, package_ids)
     found: dict[int, list[BuildCell]] = defaultdict(list)
     for package_id, version_id, tag, status, reason, build_id in rows:
         if version_id in versions.text:
@@ -476,6 +455,7 @@ def stats(session: Session, now: datetime | None = None) -> Stats:
         builds_per_builder_per_day=_top_series(per_builder.all()),
         outcomes={str(status): count for status, count in outcomes},
         failure_reasons={reason or "unknown": count for reason, count in reasons},
+        days=STATS_DAYS,
     )
 
 
@@ -549,20 +529,9 @@ def search_entries(session: Session) -> Iterator[SearchEntry]:
         )
 
 
-def finished_builds_after(session: Session, after: int, limit: int) -> list[int]:
-    """Ids of finished builds above `after`, in order: keyset pages for rewriting every log page."""
-    return list(
-        session.scalars(
-            select(Build.id)
-            .where(Build.id > after, Build.finished_at.is_not(None))
-            .order_by(Build.id)
-            .limit(limit)
-        )
-    )
-
-
-def finished_build_count(session: Session) -> int:
-    return session.scalar(select(func.count(Build.id)).where(Build.finished_at.is_not(None))) or 0
+def finished_builds(session: Session) -> list[int]:
+    """Ids of every finished build, in order: a full publish rewrites each one's page."""
+    return list(session.scalars(select(Build.id).where(Build.finished_at.is_not(None)).order_by(Build.id)))
 
 
 def build_log_record(session: Session, build_id: int, log_text: str) -> BuildLogPage | None:

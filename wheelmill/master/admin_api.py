@@ -1,4 +1,6 @@
-"""Admin calls under ``/api/v1/admin/``, behind the admin token (``admin_token`` in the settings).
+"""Admin calls under ``/api/v1/admin/``, behind the admin token (``admin_token`` in the settings):
+the fleet, builder tokens, and the actions of ``wheelmill.admin`` (the CLI's add, remove, skip,
+unskip, rebuild, yank, unyank, import and audit).
 
 With no admin token configured the admin API is off: every call answers 403.
 """
@@ -6,15 +8,22 @@ With no admin token configured the admin API is off: every call answers 403.
 from __future__ import annotations
 
 import hmac
+import tempfile
+from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from wheelmill.admin import actions
+from wheelmill.admin.audit import audit
+from wheelmill.admin.importing import import_wheel
 from wheelmill.db import builders as builder_sql
 from wheelmill.db.tables import BuilderState
-from wheelmill.errors import AuthError, Forbidden
+from wheelmill.errors import AuthError, Forbidden, UploadRefused
 from wheelmill.master.builder_api import MasterDep
+from wheelmill.wheels import check_filename
 
 router = APIRouter(prefix="/api/v1/admin")
 STATES = {
@@ -99,3 +108,84 @@ def revoke_token(name: str, master: MasterDep, _: Admin) -> None:
     with master.db.write() as session:
         builder_sql.revoke_token(session, name)
     master.tokens.forget()
+
+
+class Action(BaseModel):
+    """One admin action on a package, or one of its versions."""
+
+    package: str = Field(min_length=1, max_length=200)
+    version: str | None = Field(default=None, max_length=100)
+    target: str | None = Field(default=None, max_length=100, description="skip, unskip, rebuild: one target")
+    reason: str | None = Field(default=None, max_length=2000, description="required by skip and remove")
+
+    @property
+    def spec(self) -> str:
+        return f"{self.package}=={self.version}" if self.version else self.package
+
+
+class ActionResult(BaseModel):
+    changed: int
+    messages: list[str]
+
+
+class AuditResult(BaseModel):
+    missing: list[str]
+    mismatched: list[str]
+    extra: list[str]
+    stale_pages: list[str]
+    extra_pages: list[str]
+    rebuild: list[str]
+
+
+@router.post("/actions/{action}", response_model=ActionResult)
+def act(
+    action: Literal["add", "remove", "skip", "unskip", "rebuild", "yank", "unyank"],
+    body: Action,
+    master: MasterDep,
+    _: Admin,
+) -> ActionResult:
+    """What ``wheelmill add|remove|skip|unskip|rebuild|yank|unyank`` does, over HTTP."""
+    reason = body.reason or ""
+    run = {
+        "add": lambda: actions.add(master, body.spec),
+        "remove": lambda: actions.remove(master, body.spec, reason),
+        "skip": lambda: actions.skip(master, body.spec, reason, body.target),
+        "unskip": lambda: actions.unskip(master, body.spec, body.target),
+        "rebuild": lambda: actions.rebuild(master, body.spec, body.target),
+        "yank": lambda: actions.yank(master, body.spec, reason),
+        "unyank": lambda: actions.unyank(master, body.spec),
+    }[action]
+    result = run()
+    return ActionResult(changed=result.changed, messages=list(result.messages))
+
+
+@router.put("/files/{filename}", response_model=ActionResult, status_code=201)
+async def import_file(filename: str, request: Request, master: MasterDep, _: Admin) -> ActionResult:
+    """``wheelmill import`` over HTTP: the body is the wheel, checked as a builder's upload is."""
+    check_filename(filename)
+    limit = master.settings.max_upload_bytes
+    with tempfile.TemporaryDirectory(dir=master.settings.data_dir) as scratch:
+        path = Path(scratch) / filename
+        with path.open("wb") as out:
+            async for chunk in request.stream():
+                if out.tell() + len(chunk) > limit:
+                    raise UploadRefused(
+                        f"{filename!r} is larger than the limit of {limit} bytes", reason="size"
+                    )
+                out.write(chunk)
+        result = await run_in_threadpool(import_wheel, master, path)
+    return ActionResult(changed=result.changed, messages=list(result.messages))
+
+
+@router.post("/audit", response_model=AuditResult)
+def run_audit(master: MasterDep, _: Admin, fix: bool = False) -> AuditResult:
+    """``wheelmill audit [--fix]``; hashing every wheel takes a while on a large farm."""
+    found = audit(master, fix=fix)
+    return AuditResult(
+        missing=found.missing,
+        mismatched=found.mismatched,
+        extra=found.extra,
+        stale_pages=found.stale_pages,
+        extra_pages=found.extra_pages,
+        rebuild=sorted(found.rebuild),
+    )

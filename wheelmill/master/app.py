@@ -21,7 +21,7 @@ from wheelmill.errors import (
     UploadRefused,
     WheelmillError,
 )
-from wheelmill.master import admin_api, builder_api, bundle_api
+from wheelmill.master import admin_api, builder_api, bundle_api, diskguard, metrics
 from wheelmill.master.context import Master
 from wheelmill.master.loops import start_loops
 from wheelmill.master.static import make_static_app
@@ -57,6 +57,8 @@ def create_app(master: Master, *, run_loops: bool = True) -> FastAPI:
     app.include_router(admin_api.router)
     app.include_router(bundle_api.router)
     app.add_exception_handler(WheelmillError, _domain_error)
+    refusals = metrics.install(app, master, _domain_error)
+    app.add_middleware(diskguard.DiskGuard, settings=master.settings, refused=refusals.count)
     app.mount("/", make_static_app(master.settings.resolved_output_dir))
     return app
 

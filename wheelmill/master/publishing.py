@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from wheelmill.config import Settings
 from wheelmill.db import views
+from wheelmill.db.engine import Database
 from wheelmill.master.context import Master
 from wheelmill.publish.publisher import Publisher
 
@@ -26,7 +31,10 @@ Progress = Callable[[int, int], None]
 
 
 def make_publisher(master: Master) -> Publisher:
-    return Publisher(master.settings.resolved_output_dir, base_url=master.settings.resolved_base_url)
+    settings = master.settings
+    return Publisher(
+        settings.resolved_output_dir, base_url=settings.resolved_base_url, merged_index=settings.merged_index
+    )
 
 
 def upstream_project_url(master: Master, name: str) -> str:
@@ -116,33 +124,50 @@ def publish_dirty(master: Master, publisher: Publisher) -> bool:
     return bool(taken.marks)
 
 
-def publish_all(master: Master, publisher: Publisher, progress: Progress | None = None) -> int:
-    """Rewrite every project, every finished build's log page and the site pages.
+def publish_all(
+    master: Master, publisher: Publisher, progress: Progress | None = None, workers: int | None = None
+) -> int:
+    """Rewrite every project, then every finished build's log page, then the site pages.
 
-    ``progress`` gets (pages done, pages to do), projects and logs together. Returns the number of
-    projects. Pages whose bytes do not change are left alone, so a rerun mostly reads.
+    Batches go to ``workers`` processes (one per CPU by default): rendering is CPU-bound Python,
+    and while one process waits on the filesystem another renders. ``progress`` gets (pages done,
+    pages to do), projects and logs together. Returns the number of projects. Pages whose bytes
+    do not change are left alone, so a rerun mostly reads.
     """
     with master.db.read() as session:
-        total = views.published_count(session) + views.finished_build_count(session)
-    done, after = 0, ""
-    while True:
-        with master.db.read() as session:
-            packages = views.published_packages(session, after=after, limit=BATCH)
-        if not packages:
-            break
-        _write_projects(master, publisher, packages)
-        done, after = done + len(packages), packages[-1].name
-        if progress:
-            progress(done, max(total, done))
-    projects, last_build = done, 0
-    while True:
-        with master.db.read() as session:
-            build_ids = views.finished_builds_after(session, last_build, BATCH)
-        if not build_ids:
-            break
-        publish_logs(master, publisher, build_ids)
-        done, last_build = done + len(build_ids), build_ids[-1]
-        if progress:
-            progress(done, max(total, done))
+        names = list(views.package_names(session))
+        build_ids = views.finished_builds(session)
+    total, done = len(names) + len(build_ids), 0
+    context = multiprocessing.get_context("spawn")  # no forked copies of this process's threads
+    with ProcessPoolExecutor(
+        workers or os.cpu_count(), mp_context=context, initializer=_start_worker, initargs=(master.settings,)
+    ) as pool:
+        for work, items in ((_worker_projects, names), (_worker_logs, build_ids)):
+            batches = [pool.submit(work, items[i : i + BATCH]) for i in range(0, len(items), BATCH)]
+            for batch in as_completed(batches):
+                done += batch.result()
+                if progress:
+                    progress(done, total)
     publish_site(master, publisher)
-    return projects
+    return len(names)
+
+
+_worker: tuple[Master, Publisher] | None = None  # a publish_all worker process's own master
+
+
+def _start_worker(settings: Settings) -> None:
+    global _worker
+    master = Master.create(settings, Database(settings.resolved_database_url), {})
+    _worker = master, make_publisher(master)
+
+
+def _worker_projects(names: list[str]) -> int:
+    assert _worker is not None
+    publish_projects(*_worker, names)
+    return len(names)
+
+
+def _worker_logs(build_ids: list[int]) -> int:
+    assert _worker is not None
+    publish_logs(*_worker, build_ids)
+    return len(build_ids)

@@ -8,7 +8,7 @@ streamed by FileResponse, never read whole.
 
 import os
 import stat
-from email.utils import parsedate_to_datetime
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 from packaging.utils import InvalidName, canonicalize_name
@@ -33,6 +33,7 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
 }
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+SMALL_FILE = 1 << 20  # read whole from one open file; bigger ones are streamed by FileResponse
 DIRECTORY_INDEXES = ("index.html", "index.json")
 NOT_ACCEPTABLE = (
     "406 Not Acceptable: this index serves application/vnd.pypi.simple.v1+json, "
@@ -82,20 +83,33 @@ class StaticSite:
         return path
 
     def _file_response(self, request: Request, path: Path, content_type: str, vary: bool = False) -> Response:
-        """`path` with validators, or 304 when the client's copy is current, or 404."""
+        """`path` with validators, or 304 when the client's copy is current, or 404.
+
+        Pages are rewritten by rename at any moment, so a page is opened once and its headers
+        come from that open file (fstat), never from a separate stat: a stat then an open could
+        pair one version's Content-Length with another's bytes. Pages are small and in the page
+        cache, so they are read at once, in the event loop. Bigger files (wheels, which are not
+        rewritten) go to FileResponse, which streams them and answers Range requests.
+        """
         try:
-            status = path.stat()  # a local stat is microseconds: not worth a thread hop
-        except (FileNotFoundError, NotADirectoryError):
+            handle = open(path, "rb")  # noqa: SIM115 - closed on every path below
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return PlainTextResponse("404 Not Found\n", status_code=404)
-        if not stat.S_ISREG(status.st_mode):
-            return PlainTextResponse("404 Not Found\n", status_code=404)
-        etag = _etag(status, path.suffix.lstrip("."))
-        headers = {"ETag": etag}
-        if vary:
-            headers["Vary"] = "Accept"
-        if _not_modified(request.headers, etag, status):
-            return Response(status_code=304, headers=headers)
-        return FileResponse(path, media_type=content_type, headers=headers, stat_result=status)
+        with handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                return PlainTextResponse("404 Not Found\n", status_code=404)
+            etag = _etag(status, path.suffix.lstrip("."))
+            headers = {"ETag": etag, "Last-Modified": formatdate(status.st_mtime, usegmt=True)}
+            if vary:
+                headers["Vary"] = "Accept"
+            if _not_modified(request.headers, etag, status):
+                return Response(status_code=304, headers=headers)
+            if status.st_size > SMALL_FILE:
+                return FileResponse(path, media_type=content_type, headers=headers, stat_result=status)
+            headers["Content-Length"] = str(status.st_size)
+            body = b"" if request.method == "HEAD" else handle.read()
+        return Response(body, media_type=content_type, headers=headers)
 
     def _simple(self, request: Request, base: str) -> Response:
         """/simple/ or /simple/NAME/: the format the client accepts, 406 if none, 404 if unknown."""

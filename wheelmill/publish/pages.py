@@ -135,14 +135,18 @@ def search_chunks(entries: Iterable[SearchEntry]) -> Iterator[bytes]:
 
 
 class Pages:
-    """Renders the site's HTML pages for one site name and public base URL."""
+    """Renders the site's HTML pages for one site: its name, public base URL and index mode."""
 
-    def __init__(self, env: Environment, site_name: str, base_url: str) -> None:
+    def __init__(self, env: Environment, site_name: str, base_url: str, merged_index: bool = True) -> None:
         self.env = env
         self.base_url = base_url if base_url.endswith("/") else f"{base_url}/"
         root = urlsplit(self.base_url).path or "/"
-        self.globals = {"site_name": site_name, "base_url": self.base_url, "root": root}
+        self.globals: dict[str, Any] = {"site_name": site_name, "base_url": self.base_url, "root": root}
+        self.globals["merged_index"] = merged_index  # which install commands work
         env.filters.update(file_size=file_size, moment=moment, duration=duration, http_url=http_url)
+        chrome = env.get_template("chrome.html").make_module(self.globals)
+        for part in ("head", "header", "footer"):
+            self.globals[f"chrome_{part}"] = getattr(chrome, part)().rstrip("\n")
 
     def _render(self, template: str, **context: Any) -> str:
         return self.env.get_template(template).render(**self.globals, **context)

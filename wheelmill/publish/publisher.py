@@ -5,7 +5,6 @@ write-then-rename and only when its bytes change, so a finished build costs one 
 and a full publish rewrites little.
 """
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -37,18 +36,22 @@ logger = logging.getLogger(__name__)
 
 
 def _json(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return simple.COMPACT_JSON.encode(document).encode()
 
 
 class Publisher:
     """Writes the index, pages, logs, statistics and search data under one output directory."""
 
     def __init__(
-        self, output_dir: Path, site_name: str = "wheelmill", base_url: str = "http://127.0.0.1:8000/"
+        self,
+        output_dir: Path,
+        site_name: str = "wheelmill",
+        base_url: str = "http://127.0.0.1:8000/",
+        merged_index: bool = True,
     ) -> None:
         self.output_dir = output_dir
         self.env = make_environment()
-        self.pages = Pages(self.env, site_name, base_url)
+        self.pages = Pages(self.env, site_name, base_url, merged_index)
         self.write_static()
 
     def _dir(self, *parts: str) -> Path:

@@ -17,14 +17,14 @@ from wheelmill.publish.model import IndexFile, ProjectIndex
 
 API_VERSION = "1.1"  # PEP 700; clients ignore the PEP 708 `tracks` keys they do not know
 _CHUNK_CHARS = 1 << 16
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once, not per page
 
 
 def upload_time(moment: datetime) -> str:
     """PEP 700's form: ISO 8601 in UTC with a Z, fractional seconds only when there are some."""
-    if moment.tzinfo is None:  # the database stores UTC without a zone
-        moment = moment.replace(tzinfo=UTC)
-    timespec = "microseconds" if moment.microsecond else "seconds"
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
+    if moment.tzinfo is not None:  # naive times come from the database, in UTC already
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds") + "Z"
 
 
 def page_url(url: str, page_dir: str) -> str:
@@ -82,7 +82,7 @@ def project_context(index: ProjectIndex) -> dict[str, Any]:
 
 def render_project_json(context: dict[str, Any]) -> bytes:
     """The PEP 691 JSON page."""
-    return json.dumps(context, separators=(",", ":"), ensure_ascii=False).encode()
+    return COMPACT_JSON.encode(context).encode()
 
 
 def render_project_html(env: Environment, context: dict[str, Any]) -> bytes:
@@ -112,14 +112,14 @@ def json_array_chunks(head: str, items: Iterable[Any], tail: str) -> Iterator[by
     yield head.encode()
     iterator, separator = iter(items), ""
     while batch := list(itertools.islice(iterator, 1000)):
-        yield (separator + json.dumps(batch, separators=(",", ":"), ensure_ascii=False)[1:-1]).encode()
+        yield (separator + COMPACT_JSON.encode(batch)[1:-1]).encode()
         separator = ","
     yield tail.encode()
 
 
 def root_json_chunks(names: Iterable[str], last_serial: int) -> Iterator[bytes]:
     """The PEP 691 root index, streamed."""
-    meta = json.dumps({"api-version": API_VERSION, "_last-serial": last_serial}, separators=(",", ":"))
+    meta = COMPACT_JSON.encode({"api-version": API_VERSION, "_last-serial": last_serial})
     return json_array_chunks(f'{{"meta":{meta},"projects":[', ({"name": name} for name in names), "]}")
 
 

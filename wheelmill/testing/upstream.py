@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
 from wheelmill.errors import NotFound
@@ -161,19 +161,31 @@ class StandInUpstream:
             core_metadata = archive.read(entry)
         when = _utc(upload_time)
         with self._state.lock:
-            project = self._project_for_upload(
-                self._state.projects[name].name if name in self._state.projects else name, when
-            )
-            release = project.releases.get(version)
-            if release is None:
-                release = project.releases[version] = Release(CoreMetadata(project.name, str(version)))
-                self._event(project, str(version), "new release", when)
+            project, release = self._release_for_upload(name, version, when)
             python_tag = next(iter(tags)).interpreter
             file = UpstreamFile(
                 path.name, project.canonical_name, content, "bdist_wheel", python_tag, when, core_metadata
             )
             project.remember()
             return self._store(project, release, file, f"add {python_tag} file {file.filename}")
+
+    def add_sdist_file(self, path: Path, *, upload_time: datetime | None = None) -> UpstreamFile:
+        """Upload a real sdist made elsewhere (a project's, from PyPI), creating its project and release.
+
+        Benchmarks build real projects this way, from a local cache, with no index but this one.
+        """
+        name, version = parse_sdist_filename(path.name)
+        content = path.read_bytes()
+        when = _utc(upload_time)
+        with self._state.lock:
+            project, release = self._release_for_upload(name, version, when)
+            if any(each.packagetype == "sdist" for each in release.files.values()):
+                raise UpstreamConflict(
+                    f"{project.name} {release.version} already has an sdist: PyPI allows one"
+                )
+            file = UpstreamFile(path.name, project.canonical_name, content, "sdist", "source", when)
+            project.remember()
+            return self._store(project, release, file, f"add source file {file.filename}")
 
     # -- other changes ---------------------------------------------------------------------------
 
@@ -267,6 +279,17 @@ class StandInUpstream:
         release = project.releases.get(Version(version))
         if release is None:
             raise NotFound(f"{project.name} has no release {version!r}")
+        return project, release
+
+    def _release_for_upload(self, name: str, version: Version, when: datetime) -> tuple[Project, Release]:
+        """The project and release a file built elsewhere belongs to, created as an upload would."""
+        project = self._project_for_upload(
+            self._state.projects[name].name if name in self._state.projects else name, when
+        )
+        release = project.releases.get(version)
+        if release is None:
+            release = project.releases[version] = Release(CoreMetadata(project.name, str(version)))
+            self._event(project, str(version), "new release", when)
         return project, release
 
     def _project_for_upload(self, name: str, when: datetime) -> Project:

@@ -3,14 +3,21 @@
 PyPI names them the supported way to follow the whole index. They go through the upstream client's
 HTTP session and backoff, so they carry its User-Agent; a fault -32500 ("too many requests") and a
 body that is not the XML-RPC answer promised are retried like a 429.
+
+Answers are decoded with ElementTree rather than ``xmlrpc.client.loads``: a page of 50,000 entries
+is a million XML elements, and the C tree builder reads them in half the time of xmlrpc's
+pure-Python unmarshaller (both on the same expat parser), and with the cyclic garbage collector
+paused: a tree has no cycles, and collections triggered by its million allocations doubled the time.
 """
 
 from __future__ import annotations
 
+import gc
 import xmlrpc.client
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
-from xml.parsers.expat import ExpatError
+from xml.etree import ElementTree
 
 import httpx
 
@@ -52,14 +59,62 @@ class Changelog:
         )
         _check_status(response)
         try:
-            (result,), _ = xmlrpc.client.loads(response.content)
-        except xmlrpc.client.Fault as fault:
-            if fault.faultCode == TOO_MANY_REQUESTS:
-                raise RetryableError(f"{method}: upstream said {fault.faultString!r}") from fault
-            raise UpstreamError(f"{method}: fault {fault.faultCode} {fault.faultString!r}") from fault
-        except (ExpatError, xmlrpc.client.ResponseError, ValueError) as exc:
+            with _collector_paused():
+                result, fault = _decode(response.content)
+        except (ElementTree.ParseError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise RetryableError(f"{method}: the answer is not XML-RPC: {exc!r}") from exc
-        return result
+        if fault is None:
+            return result
+        code, text = fault.get("faultCode"), fault.get("faultString")
+        if code == TOO_MANY_REQUESTS:
+            raise RetryableError(f"{method}: upstream said fault {code} {text!r}")
+        raise UpstreamError(f"{method}: upstream said fault {code} {text!r}")
+
+
+def _decode(body: bytes) -> tuple[Any, dict[str, Any] | None]:
+    """An XML-RPC methodResponse as (result, None), or (None, fault struct)."""
+    root = ElementTree.fromstring(body)
+    if root.tag != "methodResponse":
+        raise ValueError(f"a <{root.tag}> document, not a methodResponse")
+    fault = root.find("fault/value")
+    if fault is not None:
+        return None, _value(fault)
+    param = root.find("params/param/value")
+    if param is None:
+        raise ValueError("a methodResponse with neither params nor fault")
+    return _value(param), None
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _value(element: ElementTree.Element) -> Any:
+    """One XML-RPC ``<value>``, of the types the mirroring calls and faults use."""
+    if not len(element):
+        return element.text or ""  # a bare <value> is a string
+    typed = element[0]
+    match typed.tag:
+        case "string":
+            return typed.text or ""
+        case "int" | "i4" | "i8":
+            return int(typed.text or "")
+        case "nil":
+            return None
+        case "boolean":
+            return typed.text == "1"
+        case "array":
+            return [_value(item) for item in typed[0]]
+        case "struct":
+            return {member.findtext("name"): _value(member[1]) for member in typed}
+    raise ValueError(f"unexpected XML-RPC type <{typed.tag}>")
 
 
 def _check_status(response: httpx.Response) -> None:

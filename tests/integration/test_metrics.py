@@ -1,0 +1,97 @@
+"""/metrics, the disk guard and `wheelmill status` on a real farm: master and builder processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.farm import Farm, wait_until
+from wheelmill.testing import StandInUpstream
+
+pytestmark = pytest.mark.slow
+TARGET = "cp311-cp311-linux_x86_64"
+
+
+@pytest.fixture
+def upstream_demo(upstream: StandInUpstream) -> StandInUpstream:
+    upstream.add_release("demo", "1.0")
+    return upstream
+
+
+def farm_with(upstream: StandInUpstream, tmp_path: Path, **settings: object) -> Farm:
+    return Farm(tmp_path, upstream.simple_url, watch=["demo"], targets=[TARGET], sandbox="none", **settings)
+
+
+@pytest.fixture
+def farm(upstream_demo: StandInUpstream, tmp_path: Path) -> Iterator[Farm]:
+    running = farm_with(upstream_demo, tmp_path)
+    yield running
+    running.close()
+
+
+def sample(text: str, name: str) -> float | None:
+    """The value of one sample line, e.g. 'wheelmill_jobs{state="queued",target="..."}'."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_follow_a_build_from_queue_to_histogram(farm: Farm) -> None:
+    master = farm.serve()
+    wait_until(lambda: farm.query("SELECT count(*) FROM jobs") == [(1,)], "the job", master)
+    metrics = httpx.get(farm.url + "/metrics").text
+    assert sample(metrics, f'wheelmill_jobs{{state="queued",target="{TARGET}"}}') == 1
+    assert sample(metrics, "wheelmill_disk_guard_active") == 0
+    assert sample(metrics, "wheelmill_watched_packages") == 1
+
+    builder = farm.builder("b1")
+    wait_until(
+        lambda: farm.query("SELECT status FROM builds") == [("success",)], "the build", master, builder
+    )
+    metrics = httpx.get(farm.url + "/metrics").text
+    assert sample(metrics, f'wheelmill_jobs{{state="queued",target="{TARGET}"}}') == 0
+    assert sample(metrics, 'wheelmill_builds_last_hour{reason="",status="success"}') == 1
+    assert sample(metrics, 'wheelmill_build_duration_seconds_bucket{le="+Inf"}') == 1
+    assert sample(metrics, "wheelmill_build_duration_seconds_gcount") == 1
+    assert sample(metrics, 'wheelmill_builders{online="true",state="active"}') == 1
+
+    # A refused upload is counted by its reason.
+    token = farm.cli("token", "create", "--builder", "b2")
+    answer = httpx.put(
+        farm.url + "/api/v1/leases/nope/files/bad%20name.whl",
+        headers={"Authorization": f"Bearer {token}", "X-Sha256": "0" * 64},
+        content=b"x",
+    )
+    assert answer.status_code in (409, 422)
+    status = farm.cli("status")
+    assert "b1" in status and "1 success" in status
+
+
+def test_disk_guard_pauses_claims_and_says_why(upstream_demo: StandInUpstream, tmp_path: Path) -> None:
+    farm = farm_with(upstream_demo, tmp_path, min_free_bytes=2**60)  # more than any disk has
+    try:
+        master = farm.serve()
+        wait_until(lambda: farm.query("SELECT count(*) FROM jobs") == [(1,)], "the job", master)
+        token = farm.cli("token", "create", "--builder", "b1")
+        auth = {"Authorization": f"Bearer {token}"}
+        httpx.post(farm.url + "/api/v1/builders", json={"target": TARGET}, headers=auth).raise_for_status()
+        claim = httpx.post(farm.url + "/api/v1/jobs/claim", headers=auth)
+        assert claim.status_code == 204 and claim.headers["retry-after"] == "60"
+        upload = httpx.put(
+            farm.url + "/api/v1/leases/any/files/demo-1.0-py3-none-any.whl",
+            headers={**auth, "X-Sha256": "0" * 64},
+            content=b"x" * 100_000,
+        )
+        assert upload.status_code == 507
+        assert upload.json()["reason"] == "disk_full"
+        metrics = httpx.get(farm.url + "/metrics").text
+        assert sample(metrics, "wheelmill_disk_guard_active") == 1
+        assert sample(metrics, 'wheelmill_uploads_refused_total{reason="disk_full"}') == 1
+        assert "uploads refused, builders paused" in farm.cli("status")
+        assert farm.query("SELECT status FROM jobs") == [("queued",)]
+    finally:
+        farm.close()

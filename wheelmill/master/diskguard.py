@@ -1,0 +1,109 @@
+"""The disk guard: below ``min_free_bytes`` free, refuse uploads and hand builders no work.
+
+A full disk mid-upload leaves half-written wheels and a database that lists files it could not
+store; refusing early is cheaper. The guard sits in front of the routes as ASGI middleware, so the
+builder protocol's routes stay unaware of it: uploads get 507 with reason ``disk_full`` (builders
+retry with backoff, keeping their lease), claims get 204 (builders wait and ask again). The
+home page (``notice``), ``wheelmill status`` and /metrics say why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from wheelmill.config import Settings
+from wheelmill.master.context import Master
+
+RETRY_AFTER_SECONDS = 60
+_UPLOAD = re.compile(r"/api/v1/leases/[^/]+/files/[^/]+")
+_CLAIM = "/api/v1/jobs/claim"
+
+
+@dataclass(frozen=True)
+class DiskState:
+    free_bytes: int  # the least free space of the output and data directories
+    min_free_bytes: int
+
+    @property
+    def low(self) -> bool:
+        return self.min_free_bytes > 0 and self.free_bytes < self.min_free_bytes
+
+
+def disk_state(settings: Settings) -> DiskState:
+    """Free space where wheels land (output) and where they are staged and logged (data)."""
+    paths = {settings.resolved_output_dir, settings.data_dir}
+    free = min(shutil.disk_usage(_existing(path)).free for path in paths)
+    return DiskState(free, settings.min_free_bytes)
+
+
+def notice(master: Master) -> str | None:
+    """A sentence for the home page while the guard refuses work; None while there is room."""
+    state = disk_state(master.settings)
+    if not state.low:
+        return None
+    return (
+        f"The farm is low on disk space ({_gib(state.free_bytes)} free, {_gib(state.min_free_bytes)} "
+        "needed): new builds are paused and uploads refused until an operator frees space."
+    )
+
+
+class DiskGuard:
+    """ASGI middleware; ``refused(reason)`` is told of each refused upload (metrics count them)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, refused: Callable[[str], None]) -> None:
+        self.app = app
+        self.settings = settings
+        self.refused = refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _guarded(scope) or not disk_state(self.settings).low:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "POST":  # a claim: no work now
+            await _answer(send, 204, b"", [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+            return
+        # Read the body before answering: a client still sending would otherwise see a reset
+        # connection instead of the reason.
+        while (await receive()).get("more_body", False):
+            pass
+        self.refused("disk_full")
+        body = {
+            "error": "DiskFull",
+            "detail": "the master is low on disk space; retry later",
+            "reason": "disk_full",
+        }
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+        ]
+        await _answer(send, 507, json.dumps(body).encode(), headers)
+
+
+def _guarded(scope: Scope) -> bool:
+    path, method = scope["path"], scope["method"]
+    return (method == "POST" and path == _CLAIM) or (method == "PUT" and _UPLOAD.fullmatch(path) is not None)
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _existing(path: Path) -> Path:
+    """The nearest existing directory: before the first publish the output directory may not exist."""
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
