@@ -19,11 +19,12 @@ from rich.progress import Progress
 from wheelmill.config import Settings
 from wheelmill.db import builders as builder_sql
 from wheelmill.db.engine import Database
-from wheelmill.db.jobs import ensure_targets
+from wheelmill.db.jobs import ensure_targets, target_tags
 from wheelmill.db.migrate import upgrade
 from wheelmill.errors import WheelmillError
 from wheelmill.master.app import create_app
 from wheelmill.master.context import Master
+from wheelmill.planner import plan_target_backfill
 from wheelmill.upstream.watch import add_watches
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,13 @@ def open_master(settings: Settings) -> Master:
     settings.resolved_output_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.resolved_database_url)
     upgrade(db)
+    with db.read() as session:
+        known = set(target_tags(session))
     with db.write() as session:
         target_ids = ensure_targets(session, settings.resolved_targets)
+    for tag in target_ids.keys() - known:  # a target added to the config: plan it over what we know
+        queued = plan_target_backfill(db, target_ids[tag], skip_yanked=settings.skip_yanked)
+        log.info("new target %s: %d jobs queued over the versions already known", tag, queued)
     add_watches(db, settings.watch)  # the configured watch list; `wheelmill watch add` extends it
     return Master.create(settings, db, target_ids)
 

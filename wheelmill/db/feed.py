@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from wheelmill.db.catalog import canonical_version
-from wheelmill.db.jobs import _FINAL_BY_OUTCOME, _REPLANNABLE, cancel_open_jobs
+from wheelmill.db.jobs import REPLANNABLE, STATUS_BY_OUTCOME, cancel_open_jobs
 from wheelmill.db.tables import (
     Job,
     JobStatus,
@@ -468,7 +468,7 @@ def write_decisions_many(
     now, inserts, updates, queued = utcnow(), [], [], 0
     for version_id, per_target in decisions.items():
         for target_id, decision in per_target.items():
-            status = _FINAL_BY_OUTCOME[decision.outcome]
+            status = STATUS_BY_OUTCOME[decision.outcome]
             job = existing.get((version_id, target_id))
             if job is None:
                 inserts.append(
@@ -482,7 +482,7 @@ def write_decisions_many(
                     }
                 )
             elif (
-                job[1] in _REPLANNABLE
+                job[1] in REPLANNABLE
                 or (job[1] is JobStatus.covered and decision.outcome is not Outcome.build)
             ) and (
                 job[1],

@@ -33,8 +33,9 @@ from wheelmill.planning import Decision, Outcome, VersionFacts
 from wheelmill.retry import after_lost_builder
 from wheelmill.targets import Target
 
-_REPLANNABLE = (JobStatus.queued, JobStatus.waiting, JobStatus.skipped, JobStatus.cancelled)
-_FINAL_BY_OUTCOME = {
+# Jobs a new planning decision may change (see write_decisions); the bulk planner in feed.py shares it.
+REPLANNABLE = (JobStatus.queued, JobStatus.waiting, JobStatus.skipped, JobStatus.cancelled)
+STATUS_BY_OUTCOME = {
     Outcome.build: JobStatus.queued,
     Outcome.skip: JobStatus.skipped,
     Outcome.covered: JobStatus.covered,
@@ -81,8 +82,8 @@ def ensure_targets(session: Session, targets: Iterable[Target]) -> dict[str, int
     return ids
 
 
-def target_id(session: Session, tag: str) -> int | None:
-    return session.scalar(select(TargetRow.id).where(TargetRow.tag == tag))
+def target_tags(session: Session) -> list[str]:
+    return list(session.scalars(select(TargetRow.tag)))
 
 
 def version_facts(session: Session, version_id: int) -> tuple[Version, VersionFacts]:
@@ -118,7 +119,7 @@ def write_decisions(session: Session, version: Version, decisions: dict[int, Dec
     }
     queued = 0
     for tid, decision in decisions.items():
-        status = _FINAL_BY_OUTCOME[decision.outcome]
+        status = STATUS_BY_OUTCOME[decision.outcome]
         job = existing.get(tid)
         if job is None:
             session.add(
@@ -130,7 +131,7 @@ def write_decisions(session: Session, version: Version, decisions: dict[int, Dec
                     released_at=version.released_at,
                 )
             )
-        elif job.status in _REPLANNABLE or (
+        elif job.status in REPLANNABLE or (
             # a farm wheel may cover it too: only another "not a build" decision replaces covered
             job.status is JobStatus.covered and decision.outcome is not Outcome.build
         ):

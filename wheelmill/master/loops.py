@@ -17,6 +17,7 @@ from wheelmill.master import publishing
 from wheelmill.master.context import Master
 from wheelmill.upstream import watch
 from wheelmill.upstream.client import UpstreamClient
+from wheelmill.upstream.follower import follow_changelog
 
 log = logging.getLogger(__name__)
 LOCK_RETRY_SECONDS = 5.0
@@ -63,9 +64,16 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
     publisher = publishing.make_publisher(master)
 
     def follow() -> None:
-        result = watch.poll(master.db, client, master.target_ids, skip_yanked=settings.skip_yanked)
+        if settings.follow == "all":
+            changed = follow_changelog(
+                master.db, client, master.target_ids, skip_yanked=settings.skip_yanked
+            ).changed
+        else:
+            changed = watch.poll(
+                master.db, client, master.target_ids, skip_yanked=settings.skip_yanked
+            ).changed
         with master.db.write() as session:
-            pending.mark(session, projects=result.changed)
+            pending.mark(session, projects=changed)
         master.dirty.wakeup.set()
 
     def reap() -> None:

@@ -96,7 +96,7 @@ class UpstreamClient:
             response = self.http.get(self.simple_url + name + "/", headers=headers)
             if response.status_code in (304, 404):
                 return Fetched(None, etag if response.status_code == 304 else None, response.status_code)
-            _raise_for_status(response)
+            raise_for_status(response)
             return Fetched(parse_project_page(response), response.headers.get("ETag"), response.status_code)
 
         return self.with_backoff(f"GET simple page of {name!r}", fetch)
@@ -108,8 +108,8 @@ class UpstreamClient:
             response = self.http.get(self.json_url + name + "/json")
             if response.status_code == 404:
                 return None
-            _raise_for_status(response)
-            body = _json(response)
+            raise_for_status(response)
+            body = json_body(response)
             if not isinstance(body.get("info"), dict):
                 raise RetryableError(f"JSON API for {name!r} has no 'info' object")
             return body["info"]
@@ -117,7 +117,7 @@ class UpstreamClient:
         return self.with_backoff(f"GET JSON API of {name!r}", fetch)
 
 
-def _raise_for_status(response: httpx.Response) -> None:
+def raise_for_status(response: httpx.Response) -> None:
     if response.status_code == 429 or response.status_code >= 500:
         retry_after = response.headers.get("Retry-After")
         raise RetryableError(
@@ -128,7 +128,7 @@ def _raise_for_status(response: httpx.Response) -> None:
         raise UpstreamError(f"{response.request.url} answered {response.status_code}")
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def json_body(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -140,7 +140,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 def parse_project_page(response: httpx.Response) -> ProjectSnapshot:
     """A PEP 691 project page as a snapshot; a body that breaks the spec is retryable, never recorded."""
-    body = _json(response)
+    body = json_body(response)
     try:
         meta = body["meta"]
         files = tuple(_file(entry, str(response.request.url)) for entry in body["files"])

@@ -30,7 +30,7 @@ from wheelmill.db.migrate import upgrade
 from wheelmill.planner import plan_many
 from wheelmill.targets import Target
 from wheelmill.upstream.changelog import Changelog
-from wheelmill.upstream.client import RetryableError, UpstreamClient, _json, _raise_for_status
+from wheelmill.upstream.client import RetryableError, UpstreamClient, json_body, raise_for_status
 from wheelmill.upstream.events import Entry, fold, parse
 from wheelmill.upstream.model import UpstreamFile
 
@@ -162,8 +162,8 @@ def release_files(client: UpstreamClient, name: str) -> ReleaseFiles | None:
         response = client.http.get(f"{client.json_url}{name}/json")
         if response.status_code == 404:
             return None
-        _raise_for_status(response)
-        body = _json(response)
+        raise_for_status(response)
+        body = json_body(response)
         try:
             serials = [int(body["last_serial"])]
             if "X-PyPI-Last-Serial" in response.headers:
