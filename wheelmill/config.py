@@ -54,6 +54,9 @@ class Settings:
     max_upload_bytes: int = _opt(512 * 2**20, "largest wheel accepted")
     build_timeout: float = _opt(3600.0, "seconds a build may run")
     sandbox: str = _opt("auto", "'auto' (bubblewrap if installed), 'required', or 'none'")
+    build_requirements: dict[str, list[str]] = _opt(
+        {}, "package -> extra build requirements always provided (e.g. numpy for a setup.py importing it)"
+    )
     smoke_test: bool = _opt(True, "import each built wheel before publishing it; broken wheels are kept out")
     smoke_test_skip: list[str] = _opt([], "packages whose wheels are published without the smoke test")
     smoke_test_modules: dict[str, list[str]] = _opt({}, "package -> the modules its smoke test imports")

@@ -28,3 +28,8 @@ def after_failure(reason: str | None, transient_failures_before: int) -> NextSte
 def after_lost_builder(attempts: int, max_attempts: int) -> NextStep:
     """A vanished builder's job goes back to the queue until it has been tried ``max_attempts`` times."""
     return NextStep(JobStatus.failed if attempts >= max_attempts else JobStatus.queued)
+
+
+def remedy_applies(reason: str | None, remedy: str | None, tried: str | None) -> bool:
+    """An undeclared build dependency is provided once; a second failure with it is final."""
+    return reason == "undeclared_build_dependency" and bool(remedy) and tried is None

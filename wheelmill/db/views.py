@@ -1,8 +1,9 @@
 """Read models for the publisher: database rows turned into ``wheelmill.publish.model`` records.
 
-A project's records come from five indexed queries whichever number of projects they cover, so
-a finished build costs one project's rewrite and a full publish reads hundreds of projects per
-round trip. Rows are read as column tuples, not ORM objects: a full publish reads millions.
+A project's records come from a handful of indexed queries whichever number of projects they
+cover, so a finished build costs one project's rewrite and a full publish reads hundreds of
+projects per round trip. Rows are read as column tuples, not ORM objects: a full publish reads
+millions.
 """
 
 from __future__ import annotations
@@ -80,6 +81,67 @@ _PACKAGE_COLUMNS = (
     Package.last_serial,
 )
 _PUBLISHED = (Package.removed.is_(False), Package.quarantined.is_(False))
+
+# The project queries are built once: building a statement costs more than running it when a
+# finished build rewrites one project. Names and ids go in as expanding IN parameters.
+_PUBLISHED_NAMED = select(*_PACKAGE_COLUMNS).where(
+    *_PUBLISHED, Package.name.in_(bindparam("names", expanding=True))
+)
+_TARGETS = select(TargetRow.tag).where(TargetRow.enabled).order_by(TargetRow.tag)
+_IDS = bindparam("ids", expanding=True)
+_VERSIONS = select(
+    Version.id, Version.package_id, Version.version, Version.canonical, Version.yanked, Version.yanked_reason
+).where(Version.package_id.in_(_IDS), Version.removed.is_(False), Version.quarantined.is_(False))
+_FARM_FILES = (
+    select(
+        Version.package_id,
+        File.id,
+        File.version_id,
+        File.build_id,
+        File.filename,
+        File.target,
+        File.sha256,
+        File.size,
+        File.requires_python,
+        File.metadata_sha256,
+        File.alias_of,
+        File.apt_packages,
+        File.created_at,
+    )
+    .join(Version, Version.id == File.version_id)
+    .where(Version.package_id.in_(_IDS), File.broken.is_(None))
+)
+_UPSTREAM_FILES = union_all(
+    *(
+        select(
+            Version.package_id,
+            table.version_id,
+            table.filename,
+            table.url,
+            table.sha256,
+            table.size,
+            table.upload_time,
+            table.requires_python,
+            table.yanked,
+            UpstreamWheel.core_metadata_sha256 if table is UpstreamWheel else null(),
+        )
+        .join(Version, Version.id == table.version_id)
+        .where(Version.package_id.in_(_IDS))
+        for table in (Source, UpstreamWheel)
+    )
+)
+_LATEST_FINISHED_BUILD = (
+    select(func.max(Build.id))
+    .where(Build.job_id == Job.id, Build.finished_at.is_not(None))
+    .correlate(Job)
+    .scalar_subquery()
+)
+_CELLS = (
+    select(Version.package_id, Job.version_id, TargetRow.tag, Job.status, Job.reason, _LATEST_FINISHED_BUILD)
+    .join(Version, Version.id == Job.version_id)
+    .join(TargetRow, TargetRow.id == Job.target_id)
+    .where(Version.package_id.in_(_IDS))
+)
 
 
 def _version_key(text: str) -> tuple[int, PEP440Version | str]:
@@ -184,68 +246,6 @@ def _by_filename(file: IndexFile) -> str:
 
 def _by_rank_and_filename(item: tuple[int, FarmFile]) -> tuple[int, str]:
     return item[0], item[1].filename
-
-
-# The project queries are built once: building a statement costs more than running it when a
-# finished build rewrites one project. Names and ids go in as expanding IN parameters.
-_PUBLISHED_NAMED = select(*_PACKAGE_COLUMNS).where(
-    *_PUBLISHED, Package.name.in_(bindparam("names", expanding=True))
-)
-_TARGETS = select(TargetRow.tag).where(TargetRow.enabled).order_by(TargetRow.tag)
-_IDS = bindparam("ids", expanding=True)
-_VERSIONS = select(
-    Version.id, Version.package_id, Version.version, Version.canonical, Version.yanked, Version.yanked_reason
-).where(Version.package_id.in_(_IDS), Version.removed.is_(False), Version.quarantined.is_(False))
-_FARM_FILES = (
-    select(
-        Version.package_id,
-        File.id,
-        File.version_id,
-        File.build_id,
-        File.filename,
-        File.target,
-        File.sha256,
-        File.size,
-        File.requires_python,
-        File.metadata_sha256,
-        File.alias_of,
-        File.apt_packages,
-        File.created_at,
-    )
-    .join(Version, Version.id == File.version_id)
-    .where(Version.package_id.in_(_IDS), File.broken.is_(None))
-)
-_UPSTREAM_FILES = union_all(
-    *(
-        select(
-            Version.package_id,
-            table.version_id,
-            table.filename,
-            table.url,
-            table.sha256,
-            table.size,
-            table.upload_time,
-            table.requires_python,
-            table.yanked,
-            UpstreamWheel.core_metadata_sha256 if table is UpstreamWheel else null(),
-        )
-        .join(Version, Version.id == table.version_id)
-        .where(Version.package_id.in_(_IDS))
-        for table in (Source, UpstreamWheel)
-    )
-)
-_LATEST_FINISHED_BUILD = (
-    select(func.max(Build.id))
-    .where(Build.job_id == Job.id, Build.finished_at.is_not(None))
-    .correlate(Job)
-    .scalar_subquery()
-)
-_CELLS = (
-    select(Version.package_id, Job.version_id, TargetRow.tag, Job.status, Job.reason, _LATEST_FINISHED_BUILD)
-    .join(Version, Version.id == Job.version_id)
-    .join(TargetRow, TargetRow.id == Job.target_id)
-    .where(Version.package_id.in_(_IDS))
-)
 
 
 def _rows(session: Session, statement: Executable, package_ids: list[int]) -> Sequence[Row[Any]]:

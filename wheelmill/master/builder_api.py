@@ -101,6 +101,7 @@ class Completion(BaseModel):
     failure_reason: str | None = Field(default=None, max_length=50)
     failure_detail: str | None = Field(default=None, max_length=2000)
     apt_packages: dict[str, list[str]] = {}
+    remedy: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class Completed(BaseModel):
@@ -159,7 +160,10 @@ def claim(master: MasterDep, caller: CallerDep, response: Response) -> ClaimedJo
         time_limit_seconds=master.settings.build_timeout,
         index_url=base + "simple/",
         extra_index_url=master.settings.upstream,
-        extra_requirements=[job.remedy] if job.remedy else [],
+        extra_requirements=[
+            *settings.build_requirements.get(job.package, []),
+            *([job.remedy] if job.remedy else []),
+        ],
         smoke_test=settings.smoke_test and job.package not in settings.smoke_test_skip,
         smoke_test_modules=settings.smoke_test_modules.get(job.package, []),
     )
@@ -235,6 +239,7 @@ def complete(lease_id: str, body: Completion, master: MasterDep, caller: CallerD
         failure_reason=body.failure_reason,
         failure_detail=body.failure_detail,
         apt_packages=body.apt_packages,
+        remedy=body.remedy,
     )
     return Completed(build_id=completion.complete(master, caller.id, lease_id, report))
 

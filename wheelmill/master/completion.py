@@ -22,7 +22,7 @@ from wheelmill.db.tables import Build, BuildStatus, File, Job, JobStatus, Packag
 from wheelmill.errors import UploadRefused
 from wheelmill.master.context import Master
 from wheelmill.master.uploads import StagedWheel
-from wheelmill.retry import TRANSIENT_REASONS, after_failure
+from wheelmill.retry import TRANSIENT_REASONS, after_failure, remedy_applies
 from wheelmill.targets import Target
 from wheelmill.wheels import covers, rename_platform
 
@@ -41,6 +41,7 @@ class Report:
     failure_reason: str | None = None
     failure_detail: str | None = None
     apt_packages: dict[str, list[str]] = field(default_factory=dict)  # filename -> Debian packages
+    remedy: str | None = None  # a build requirement that would fix this failure (PyPI name)
 
 
 def complete(master: Master, builder_id: int, lease_id: str, report: Report) -> int:
@@ -172,6 +173,13 @@ def _record_failure(session: Session, job: Job, build: Build, report: Report) ->
                 Build.job_id == job.id, Build.id != build.id, Build.failure_reason == build.failure_reason
             )
         )
+    if remedy_applies(build.failure_reason, report.remedy, job.remedy):
+        # Retried once with the missing build dependency provided from the farm's index.
+        job.remedy = report.remedy
+        queue_sql.finish(
+            session, job, status=JobStatus.queued, reason=f"retrying with {report.remedy} provided"
+        )
+        return
     step = after_failure(build.failure_reason, earlier_transient or 0)
     not_before = utcnow() + step.delay if step.delay else None
     queue_sql.finish(session, job, status=step.status, reason=build.failure_reason, not_before=not_before)
