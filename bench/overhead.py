@@ -8,9 +8,10 @@ B: the same sdists through a real farm: ``wheelmill serve`` following a local st
 
 Both resolve build dependencies from the same local stand-in upstream (the wheels PyPI serves for
 them, fetched once), so the network is not measured. Rounds alternate A B A B, so drift in the
-machine's load hits both; the figure is the ratio of the medians. The sdists and build-dependency
-wheels are fetched once from PyPI (JSON API, files.pythonhosted.org, ``pip download``) into
-bench/.cache/.
+machine's load hits both; the figure is the ratio of the medians of wall time, and beside it the same
+for CPU time (every process of the round, by a cpuacct cgroup), which a busy machine sways less.
+The sdists and build-dependency wheels are fetched once from PyPI (JSON API, files.pythonhosted.org,
+``pip download``) into bench/.cache/.
 
     python bench/overhead.py [--rounds 2]
 """

@@ -6,8 +6,9 @@ The first run generates the farm in SQLite with bulk inserts (bench/.cache/, reu
 runs): PROJECTS packages with VERSIONS sdists, two targets, jobs, builds with their environment,
 and FILES farm wheels, half of them linux_armv6l aliases of the other half. Then it times
 `publish_all` into an empty output directory (every project's simple pages, project page and
-JSON, every finished build's log page, the site pages), then the rewrite of single projects whose
-rows changed, as a finished build causes. Progress goes to stderr; stdout gets one JSON line.
+JSON, every finished build's log page, the site pages), then again over that output (nothing
+changed: pages are read back, not written), then the rewrite of single projects whose rows
+changed, as a finished build causes. Progress goes to stderr; stdout gets one JSON line.
 """
 
 from __future__ import annotations
@@ -319,17 +320,16 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def full_publish(master: Master) -> dict[str, float]:
-    """Time publish_all into an empty output directory, its projects phase apart from the logs."""
+def full_publish(master: Master, rerun: bool) -> dict[str, float]:
+    """Time publish_all, its projects phase apart from the logs; `rerun`: over its own output,
+    where every page is unchanged and only read back, as `wheelmill publish --all` mostly runs."""
     publisher = publishing.make_publisher(master)
     with master.db.read() as session:
         projects = len(list(views.package_names(session)))
-        files = session.scalar(select(func.count(File.id))) or 0
-        logs = len(views.finished_builds(session))
     marks: dict[str, float] = {}
     cpu, started = cpu_seconds(), time.perf_counter()
     with Progress(console=console) as progress:
-        task = progress.add_task("publish --all", total=None)
+        task = progress.add_task("publish --all" + (" again" if rerun else ""), total=None)
 
         def report(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
@@ -338,18 +338,27 @@ def full_publish(master: Master) -> dict[str, float]:
 
         publishing.publish_all(master, publisher, report)
     took = time.perf_counter() - started
-    site_started = time.perf_counter()
-    publishing.publish_site(master, publisher)
+    prefix = "rerun_" if rerun else ""
     return {
-        "projects": projects,
-        "files": files,
-        "log_pages": logs,
-        "full_publish_s": round(took, 1),
-        "projects_s": round(marks["projects"], 1),
-        "log_pages_s": round(took - marks["projects"], 1),
-        "cpu_s": round(cpu_seconds() - cpu, 1),
-        "site_pages_s": round(time.perf_counter() - site_started, 2),
+        f"{prefix}full_publish_s": round(took, 1),
+        f"{prefix}projects_s": round(marks["projects"], 1),
+        f"{prefix}log_pages_s": round(took - marks["projects"], 1),
+        f"{prefix}cpu_s": round(cpu_seconds() - cpu, 1),
     }
+
+
+def sizes(master: Master) -> dict[str, float]:
+    """What was published, and what the site-wide pages cost alone (a publisher pass pays them)."""
+    with master.db.read() as session:
+        figures: dict[str, float] = {
+            "projects": len(list(views.package_names(session))),
+            "files": session.scalar(select(func.count(File.id))) or 0,
+            "log_pages": len(views.finished_builds(session)),
+        }
+    started = time.perf_counter()
+    publishing.publish_site(master, publishing.make_publisher(master))
+    figures["site_pages_s"] = round(time.perf_counter() - started, 2)
+    return figures
 
 
 def rewrites(master: Master, samples: int) -> dict[str, float]:
@@ -394,7 +403,9 @@ def main() -> int:
     output = CACHE / "www"
     shutil.rmtree(output, ignore_errors=True)
     master = open_master(path, output)
-    figures = full_publish(master) | rewrites(master, args.samples)
+    figures = sizes(master) | full_publish(master, rerun=False) | full_publish(master, rerun=True)
+    os.sync()  # the first publish's million files are written back before single rewrites are timed
+    figures |= rewrites(master, args.samples)
     master.db.dispose()
     figures["load_average"] = round(os.getloadavg()[0], 1)  # other work on the machine slows both
     # The issue's target names projects and files; the full publish adds every build's log page.
@@ -405,7 +416,8 @@ def main() -> int:
     }
     met = {key: figures[key] <= limit for key, limit in targets.items()}
     console.print(
-        f"full publish {figures['full_publish_s']} s, one project p50 {figures['rewrite_p50_ms']} ms"
+        f"projects {figures['projects_s']} s, all {figures['full_publish_s']} s, "
+        f"rerun {figures['rerun_full_publish_s']} s, one project p50 {figures['rewrite_p50_ms']} ms"
     )
     print(json.dumps({"figures": figures, "targets": targets, "met": met}))
     return 0

@@ -231,6 +231,16 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     return run_monitor(settings, refresh=args.refresh)
 
 
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.db.engine import Database
+    from wheelmill.db.migrate import upgrade
+    from wheelmill.downloads.command import run_ingest
+
+    db = Database(settings.resolved_database_url)
+    upgrade(db)
+    return run_ingest(db, args.files, console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     options = "\n".join(f"  {env:32} {text} (default {default})" for env, default, text in option_help())
     parser = argparse.ArgumentParser(
@@ -360,6 +370,17 @@ def build_parser() -> argparse.ArgumentParser:
     monitor = sub.add_parser("monitor", help="a live dashboard; keys pause, resume, drain and kill builders")
     monitor.add_argument("--refresh", type=float, default=2.0, help="seconds between refreshes")
     monitor.set_defaults(func=cmd_monitor)
+
+    logs = sub.add_parser(
+        "logs",
+        help="count wheel downloads in nginx or Apache access logs for the statistics",
+        description="Reads combined-format logs, plain or gzip. Counts GETs of /files/NAME/FILE.whl answered "
+        "200, per file and day and per client (pip and uv user agents). Lines counted once are never counted "
+        "again, even in a grown, rotated or compressed copy of the log.",
+    )
+    logs.add_argument("action", choices=["ingest"])
+    logs.add_argument("files", nargs="+", type=Path, metavar="FILE", help="access logs, plain or .gz")
+    logs.set_defaults(func=cmd_logs)
     return parser
 
 

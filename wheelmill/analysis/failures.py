@@ -190,6 +190,9 @@ _NETWORK_SIGNS = (
     "Tunnel connection failed",
     "ProxyError",
     "Download error on http",
+    "transport 'https' not allowed",  # git under GIT_ALLOW_PROTOCOL=file, as every farm build runs
+    "transport 'http' not allowed",
+    "transport 'ssh' not allowed",
 )
 _NETWORK = re.compile(f"^.*(?:{'|'.join(map(re.escape, _NETWORK_SIGNS))}).*$", _M)
 _NO_SOURCE = (

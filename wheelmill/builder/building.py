@@ -8,9 +8,10 @@ one in a fraction of pip's time (bench/overhead.py measures it). uv also install
 project forgot to declare (``extra-build-dependencies``), which is how the farm remedies a build
 that imports, say, numpy without declaring it: the claim's ``extra_requirements``.
 
-Each build gets its own uv cache inside its work directory, removed with it. A cache shared between
-builds would save a little more, but it would have to be writable from inside the sandbox, and one
-hostile build could then plant files that the next build's environment is made from.
+Each build gets its own uv cache inside its work directory, removed with it. A warm cache shared
+between builds would save about 0.2 s of CPU a build (of 1.7 s for six), but uv writes to its cache
+while it builds, so it would be writable from inside the sandbox, and one hostile build could plant
+files that the next build's environment is made from.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from uv import find_uv_bin
 from wheelmill.analysis.failures import classify
 from wheelmill.analysis.libraries import debian_packages, external_sonames
 from wheelmill.builder.buildenv import describe_environment
-from wheelmill.builder.sandbox import Limits, make_sandbox
+from wheelmill.builder.sandbox import Limits, Sandbox, make_sandbox
+from wheelmill.builder.smoke import smoke_test
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class Outcome:
     failure_reason: str | None = None
     failure_detail: str | None = None
     apt_packages: dict[str, list[str]] = field(default_factory=dict)
+    remedy: str | None = None  # a PyPI project that would fix the failure: an undeclared build dependency
 
     def report(self) -> dict[str, Any]:
         return {
@@ -65,6 +68,7 @@ class Outcome:
             "failure_reason": self.failure_reason,
             "failure_detail": self.failure_detail,
             "apt_packages": self.apt_packages,
+            "remedy": self.remedy,
         }
 
 
@@ -141,13 +145,35 @@ def build(
         log=result.log,
         environment=environment,
     )
+    if outcome.success and job.get("smoke_test", True):
+        _smoke_test(outcome, job, workdir, sandbox, python, _readonly_paths(python, uv))
     if outcome.success:
         outcome.apt_packages = {wheel.name: _apt_packages(wheel) for wheel in wheels}
-    else:
+    elif outcome.failure_reason is None:
         diagnosis = classify(result.log.decode("utf-8", "replace"), result.killed_reason)
         outcome.failure_reason = str(diagnosis.reason)
         outcome.failure_detail = diagnosis.detail
+        outcome.remedy = diagnosis.python_module
     return outcome
+
+
+def _smoke_test(
+    outcome: Outcome, job: dict[str, Any], workdir: Path, sandbox: Sandbox, python: str, paths: list[Path]
+) -> None:
+    """Import each wheel before it is uploaded; a wheel that does not import is not published."""
+    modules = tuple(job.get("smoke_test_modules") or ())
+    imported: list[str] = []
+    for wheel in outcome.wheels:
+        result = smoke_test(wheel, workdir, sandbox, python, readonly_paths=paths, modules=modules)
+        imported += result.modules
+        if not result.passed:
+            outcome.success, outcome.wheels = False, []
+            outcome.failure_reason, outcome.failure_detail = "smoke_test_failed", (result.error or "")[:2000]
+            outcome.log += f"\n[wheelmill] smoke test of {wheel.name} failed:\n{result.error}\n".encode()
+            return
+    outcome.log += (
+        f"\n[wheelmill] smoke test passed: imported {', '.join(result.modules) or 'nothing'}\n".encode()
+    )
 
 
 def _uv_build_argv(
@@ -174,7 +200,7 @@ def _uv_config(job: dict[str, Any], workdir: Path) -> list[str]:
     build starts (uv reads it at start-up, before the build's code runs). JSON strings and arrays are
     valid TOML, so a requirement string cannot inject settings.
     """
-    extras = [str(requirement) for requirement in job.get("extra_requirements") or []]
+    extras = list(job.get("extra_requirements") or [])
     if not extras:
         return ["--no-config"]
     config = workdir / "uv.toml"
@@ -184,7 +210,7 @@ def _uv_config(job: dict[str, Any], workdir: Path) -> list[str]:
 
 def _build_env(job: dict[str, Any]) -> dict[str, str]:
     """Variables for the build beyond the sandbox's own: pip's indexes, for builds that run pip themselves
-    (setup_requires, a setup.py calling pip), and the target's compiler flags."""
+    (setup_requires, a setup.py calling pip), no progress bars in the log, the target's compiler flags."""
     env = {
         "PIP_INDEX_URL": job["index_url"],
         "PIP_EXTRA_INDEX_URL": job["extra_index_url"],

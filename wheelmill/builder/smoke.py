@@ -20,9 +20,10 @@ SMOKE_LIMITS = Limits(timeout_s=120.0, log_bytes=64 * 1024)
 # test did not install (it installs with --no-deps, offline): inconclusive, not a broken wheel.
 _IMPORTER = """
 import importlib, json, sys, traceback
-own = set(sys.argv[1:])
+sys.path.insert(0, sys.argv[1])
+own = set(sys.argv[2:])
 failures = {}
-for name in sys.argv[1:]:
+for name in sys.argv[2:]:
     try:
         importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -61,45 +62,33 @@ def smoke_test(
     readonly_paths: list[Path],
     modules: tuple[str, ...] = (),
 ) -> SmokeResult:
-    """Install ``wheel`` into a fresh directory and import its modules, all inside ``sandbox``."""
+    """Install ``wheel`` into a fresh directory and import its modules, all inside ``sandbox``.
+
+    It runs in a workdir of its own (a fresh HOME), with pip and Python isolated from configuration:
+    the build just ran there and may have planted a pip.conf or a sitecustomize for it to find.
+    """
     names = modules_to_import(wheel, modules)
     if not names:
         return SmokeResult((), None)
-    target = workdir / "smoke" / wheel.stem
+    fresh = workdir / "smoke" / wheel.stem
+    target = fresh / "site"
     target.mkdir(parents=True, exist_ok=True)
-    if not wheel.resolve().is_relative_to(workdir.resolve()):  # the sandbox sees only its workdir
-        wheel = Path(shutil.copy2(wheel, target.parent / wheel.name))
+    wheel = Path(shutil.copy2(wheel, fresh / wheel.name))
     install = sandbox.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "--no-index",
-            "--no-compile",
-            "--target",
-            str(target),
-            str(wheel),
-        ],
-        workdir=workdir,
-        env={},
-        limits=SMOKE_LIMITS,
-        readonly_paths=readonly_paths,
-    )
+        [python, "-I", "-m", "pip", "install", "--isolated", "--no-deps", "--no-index", "--no-compile",
+         "--target", str(target), str(wheel)],
+        workdir=fresh, env={}, limits=SMOKE_LIMITS, readonly_paths=readonly_paths,
+    )  # fmt: skip
     if install.returncode != 0:
         return SmokeResult(
             names, "the wheel does not install: " + install.log.decode(errors="replace")[-1500:]
         )
-    script = target.parent / "import_modules.py"
+    script = fresh / "import_modules.py"
     script.write_text(_IMPORTER)
     imported = sandbox.run(
-        [python, str(script), *names],
-        workdir=workdir,
-        env={"PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"},
-        limits=SMOKE_LIMITS,
-        readonly_paths=readonly_paths,
-    )
+        [python, "-I", str(script), str(target), *names],
+        workdir=fresh, env={}, limits=SMOKE_LIMITS, readonly_paths=readonly_paths,
+    )  # fmt: skip
     output = imported.log.decode(errors="replace")
     marker = output.rfind("WHEELMILL-SMOKE ")
     if marker < 0:

@@ -6,12 +6,13 @@ Times are stored as timezone-aware UTC. States are string enums so rows read wel
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Enum,
     Float,
@@ -293,3 +294,41 @@ class PendingPage(Base):
     kind: Mapped[str] = mapped_column(String(10), primary_key=True)  # project | log | site
     key: Mapped[str] = mapped_column(String(200), primary_key=True)  # name, build id, or "" for site
     marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IngestedLog(Base):
+    """How far ``wheelmill logs ingest`` has read an access log, so reading it again counts only new lines.
+
+    A log is known by its first line, not its path: rotation renames and compresses it.
+    """
+
+    __tablename__ = "ingested_logs"
+    first_line_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)  # where it was last read, for an operator
+    bytes_read: Mapped[int] = mapped_column(BigInteger)  # uncompressed, whole lines only
+    lines_read: Mapped[int] = mapped_column(BigInteger)
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FileDownloads(Base):
+    """Successful downloads of one wheel on one UTC day: a rollup, never a row per request."""
+
+    __tablename__ = "file_downloads"
+    filename: Mapped[str] = mapped_column(String(300), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True, index=True)
+    # From the filename, not a join to files: counts outlive a removed file.
+    package: Mapped[str] = mapped_column(String(200), index=True)
+    downloads: Mapped[int] = mapped_column(BigInteger)
+
+
+class ClientDownloads(Base):
+    """Wheel downloads per UTC day by the kind of client, as its User-Agent describes it ("" = unsaid)."""
+
+    __tablename__ = "client_downloads"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    installer: Mapped[str] = mapped_column(String(50), primary_key=True)  # pip, uv, curl
+    installer_version: Mapped[str] = mapped_column(String(50), primary_key=True)
+    python: Mapped[str] = mapped_column(String(10), primary_key=True)  # 3.11
+    system: Mapped[str] = mapped_column(String(50), primary_key=True)  # Linux, Darwin, Windows
+    distro: Mapped[str] = mapped_column(String(100), primary_key=True)  # Raspbian GNU/Linux 12
+    downloads: Mapped[int] = mapped_column(BigInteger)

@@ -53,7 +53,7 @@ class FarmFile(NamedTuple):
     """A wheel the farm built or aliased, as listed on its project page."""
 
     filename: str
-    url: str  # same form as IndexFile.url
+    url: str  # its path from the site root: "/files/NAME/FILE.whl"
     version: str
     target: str
     size: int

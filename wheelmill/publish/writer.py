@@ -26,8 +26,9 @@ def _temp_file(path: str) -> tuple[int, str]:
     """Open a temporary file beside `path`, so the final rename stays on one filesystem.
 
     Its name holds this process's and thread's ids, so no other writer can be using it and no
-    random name (mkstemp) is needed; the parent directory is made only when missing. Paths are
-    plain strings here: with pathlib's overhead, a full publish's million files take seconds more.
+    random name (mkstemp) is needed; directories are made only when the open finds them missing.
+    Paths are plain strings here: with pathlib's overhead, a full publish's million files take
+    seconds more.
     """
     directory, name = os.path.split(path)
     temp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -35,10 +36,24 @@ def _temp_file(path: str) -> tuple[int, str]:
     try:
         fd = os.open(temp, flags, FILE_MODE)
     except FileNotFoundError:
-        os.makedirs(directory, exist_ok=True)
+        _make_directories(directory)
         fd = os.open(temp, flags, FILE_MODE)
     os.fchmod(fd, FILE_MODE)  # whatever the umask: the web server (often another user) reads it
     return fd, temp
+
+
+def _make_directories(directory: str) -> None:
+    """``os.makedirs`` without its stat of every parent first: mkdir, and climb only on ENOENT."""
+    try:
+        os.mkdir(directory)
+    except FileNotFoundError:
+        parent = os.path.dirname(directory)
+        if parent in ("", directory):  # a relative path's first part, or "/": nothing above to make
+            raise
+        _make_directories(parent)
+        _make_directories(directory)
+    except FileExistsError:  # made meanwhile by another writer: as good
+        pass
 
 
 def _same_bytes(path: str, data: bytes) -> bool:
@@ -59,8 +74,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> bool:
         return False
     fd, temp = _temp_file(target)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it in one write; the loop is for the rare short one
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

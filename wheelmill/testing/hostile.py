@@ -163,7 +163,7 @@ say("numpy", numpy.__version__)
 setup()
 """
 
-SCRIPTS = {
+_SCRIPTS = {
     "home-writes": _HOME_WRITES,
     "git-clone": _GIT_CLONE,
     "stdin": _STDIN,
@@ -189,4 +189,4 @@ def _generator(script: str) -> Callable[[CoreMetadata], dict[str, str]]:
 
 
 # Keyed by the SdistKind values that sdists.py registers them under.
-HOSTILE_GENERATORS = {kind: _generator(script) for kind, script in SCRIPTS.items()}
+HOSTILE_GENERATORS = {kind: _generator(script) for kind, script in _SCRIPTS.items()}

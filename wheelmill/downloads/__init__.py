@@ -1,0 +1,1 @@
+"""Download statistics: reading the web server's access logs into daily rollups (``logs ingest``)."""
