@@ -15,7 +15,7 @@ from rich.logging import RichHandler
 from wheelmill.config import Settings, load_settings, option_help
 from wheelmill.errors import WheelmillError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never break a path in the middle
 Command = Callable[[argparse.Namespace, Settings], int]
 
 

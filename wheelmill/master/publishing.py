@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from wheelmill.config import Settings
@@ -42,20 +42,6 @@ def upstream_project_url(master: Master, name: str) -> str:
     return master.settings.upstream.rstrip("/") + f"/{name}/"
 
 
-def _write_projects(master: Master, publisher: Publisher, packages: Sequence[views.PackageFacts]) -> None:
-    """Read the records of `packages` in one transaction, then write them."""
-    with master.db.read() as session:
-        records = views.many_project_records(
-            session,
-            packages,
-            views.enabled_targets(session),
-            merged=master.settings.merged_index,
-            tracks=lambda name: upstream_project_url(master, name),
-        )
-    for index, page in records:
-        publisher.write_project(index, page)
-
-
 def publish_projects(master: Master, publisher: Publisher, names: Iterable[str]) -> None:
     """Rewrite the index and pages of ``names``, and remove those no longer published."""
     names = sorted(set(names))
@@ -63,7 +49,15 @@ def publish_projects(master: Master, publisher: Publisher, names: Iterable[str])
         batch = names[start : start + BATCH]
         with master.db.read() as session:
             packages = views.published_named(session, batch)
-        _write_projects(master, publisher, packages)
+            records = views.many_project_records(
+                session,
+                packages,
+                views.enabled_targets(session),
+                merged=master.settings.merged_index,
+                tracks=lambda name: upstream_project_url(master, name),
+            )
+        for index, page in records:
+            publisher.write_project(index, page)
         for gone in set(batch) - {package.name for package in packages}:
             publisher.remove_project(gone)
 
