@@ -62,6 +62,7 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
     settings = master.settings
     client = UpstreamClient(settings.upstream, contact=settings.contact)
     publisher = publishing.make_publisher(master)
+    schedule = publishing.SiteSchedule()
 
     def follow() -> None:
         if settings.follow == "all":
@@ -86,7 +87,7 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
     def publish() -> None:
         # A short pause lets a burst of completions land before one rewrite covers them all.
         stop.wait(0.2)
-        publishing.publish_dirty(master, publisher)
+        publishing.publish_dirty(master, publisher, schedule)
 
     loops = [
         Loop(master, "follower", follow, settings.poll_seconds, stop),

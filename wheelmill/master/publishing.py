@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 
 from wheelmill.config import Settings
 from wheelmill.db import views
@@ -25,8 +26,6 @@ from wheelmill.publish.publisher import Publisher
 
 log = logging.getLogger(__name__)
 BATCH = 500
-SITE_INTERVAL = 15.0
-_site_published: dict[int, float] = {}  # publisher id -> when its site pages were last written
 Progress = Callable[[int, int], None]
 
 
@@ -87,7 +86,19 @@ def publish_site(master: Master, publisher: Publisher) -> None:
     publish_logs(master, publisher, missing)
 
 
-def publish_dirty(master: Master, publisher: Publisher) -> bool:
+@dataclass
+class SiteSchedule:
+    """When the site-wide pages were last written. They cover every package, so at a farm's scale
+    they cost a second or more: a steady stream of builds rewrites them at most every ``interval``."""
+
+    interval: float = 15.0
+    written_at: float = float("-inf")
+
+    def due(self, now: float) -> bool:
+        return now - self.written_at >= self.interval
+
+
+def publish_dirty(master: Master, publisher: Publisher, schedule: SiteSchedule | None = None) -> bool:
     """Publish every page marked out of date, all in one pass; returns whether there was any.
 
     Marks made while a pass runs wait for the next one, so a burst of completions costs one
@@ -100,12 +111,11 @@ def publish_dirty(master: Master, publisher: Publisher) -> bool:
         publish_projects(master, publisher, taken.projects)
     if taken.logs:
         publish_logs(master, publisher, taken.logs)
-    # The site-wide pages cover every package: at a farm's scale they cost a second or more, so a
-    # steady stream of builds rewrites them at most every SITE_INTERVAL; their mark waits till then.
-    if taken.site and started - _site_published.get(id(publisher), 0.0) >= SITE_INTERVAL:
+    schedule = schedule or SiteSchedule()
+    if taken.site and schedule.due(started):
         publish_site(master, publisher)
-        _site_published[id(publisher)] = started
-    elif taken.site:
+        schedule.written_at = started
+    elif taken.site:  # not yet due: its mark stays for a later pass
         taken = dataclasses.replace(taken, marks=tuple(m for m in taken.marks if m[0] != "site"))
     master.dirty.done(taken)
     if taken.projects or taken.logs:
