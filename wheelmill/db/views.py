@@ -18,6 +18,7 @@ from packaging.version import Version as PEP440Version
 from sqlalchemy import ColumnElement, Date, Executable, Row, bindparam, case, func, null, select, union_all
 from sqlalchemy.orm import Session
 
+from wheelmill.db import downloads
 from wheelmill.db.jobs import queue_depth
 from wheelmill.db.tables import (
     Build,
@@ -207,6 +208,7 @@ def many_project_records(
     farm = _farm_files(session, names, versions)
     upstream = _upstream_files(session, list(names), versions) if merged else {}
     cells = _cells(session, list(names), versions)
+    downloaded = downloads.downloads_by_package(session, names.values())
     records = []
     for package in packages:
         ordered = versions.by_package.get(package.id, [])
@@ -235,6 +237,7 @@ def many_project_records(
             cells=tuple(cells.get(package.id, ())),
             files=tuple(file for _, file in sorted(page_files, key=_by_rank_and_filename, reverse=True)),
             apt_packages=tuple(sorted({apt for _, file in page_files for apt in file.apt_packages})),
+            downloads=downloaded.get(package.name, 0),
         )
         records.append((index, page))
     return records
@@ -450,12 +453,22 @@ def stats(session: Session, now: datetime | None = None) -> Stats:
         .where(recent, Build.status == BuildStatus.failed)
         .group_by(Build.failure_reason)
     )
+    failure_reasons = {reason or "unknown": count for reason, count in reasons}
+    rescued = session.scalar(
+        select(func.count(Build.id))
+        .join(Job, Job.id == Build.job_id)
+        .where(recent, Build.status == BuildStatus.success, Job.remedy.is_not(None))
+    )
     return Stats(
         builds_per_day=tuple((day, ok or 0, failed or 0) for day, ok, failed in per_day),
         builds_per_builder_per_day=_top_series(per_builder.all()),
         outcomes={str(status): count for status, count in outcomes},
-        failure_reasons={reason or "unknown": count for reason, count in reasons},
+        failure_reasons=failure_reasons,
         days=STATS_DAYS,
+        downloads_per_day=tuple(downloads.downloads_per_day(session, STATS_DAYS)),
+        time_saved_s=downloads.time_saved_seconds(session),
+        remedies_rescued={"undeclared build dependency provided": rescued or 0},
+        smoke_test_rejected=failure_reasons.get("smoke_test_failed", 0),
     )
 
 

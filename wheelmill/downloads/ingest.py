@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wheelmill.db import downloads as downloads_sql
+from wheelmill.db import pending
 from wheelmill.db.engine import Database
 from wheelmill.downloads.logfile import Chunk, LogFile, LogUnreadable, open_log
 from wheelmill.downloads.parse import MalformedLine, parse_line
@@ -108,6 +109,8 @@ def _add(db: Database, log: LogFile, start: int, chunk: Chunk, summary: Summary)
             files=counts.files,
             clients=counts.clients,
         )
+        if added:  # project pages show downloads, the statistics page charts them
+            pending.mark(session, projects={package for _, package, _ in counts.files})
     if not added:
         raise ConcurrentIngest(
             f"another ingest is reading {str(log.path)!r}; its counts stand, run again later"
