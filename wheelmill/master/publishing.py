@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from wheelmill.config import Settings
 from wheelmill.db import views
 from wheelmill.db.engine import Database
+from wheelmill.master import diskguard
 from wheelmill.master.context import Master
 from wheelmill.publish.publisher import Publisher
 
@@ -77,6 +78,7 @@ def publish_site(master: Master, publisher: Publisher) -> None:
     with master.db.read() as session:
         publisher.write_root_index(views.package_names(session), views.last_serial(session))
         summary = views.site_summary(session, usage.used, usage.free)
+        summary = dataclasses.replace(summary, notice=diskguard.notice(master))
         publisher.write_home(summary)
         publisher.write_builders(views.builder_rows(session))
         publisher.write_stats(views.stats(session))
