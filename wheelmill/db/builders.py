@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -97,7 +96,3 @@ def set_state(session: Session, name: str, state: BuilderState) -> Builder:
 
 def list_builders(session: Session) -> Sequence[Builder]:
     return session.scalars(select(Builder).order_by(Builder.name)).all()
-
-
-def online_since(session: Session, since: datetime) -> int:
-    return len(session.scalars(select(Builder.id).where(Builder.last_seen >= since)).all())

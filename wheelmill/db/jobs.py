@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from wheelmill.db.tables import (
     OPEN_JOB_STATES,
     Build,
-    Builder,
     BuildStatus,
     Job,
     JobStatus,
@@ -395,7 +394,3 @@ def queue_depth(session: Session) -> dict[str, int]:
         .group_by(TargetRow.tag)
     ).all()
     return {tag: count for tag, count in rows}
-
-
-def builder_current_job(session: Session, builder: Builder) -> Job | None:
-    return session.scalar(select(Job).where(Job.builder_id == builder.id, Job.status == JobStatus.leased))
