@@ -115,6 +115,8 @@ class Version(Base):
     released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     yanked: Mapped[bool] = mapped_column(Boolean, default=False)
     yanked_reason: Mapped[str | None] = mapped_column(Text)
+    # Who set the yank: "upstream" (the follower may change it) or "admin" (the follower leaves it).
+    yanked_by: Mapped[str | None] = mapped_column(String(16))
     skip_reason: Mapped[str | None] = mapped_column(Text)
     quarantined: Mapped[bool] = mapped_column(Boolean, default=False)
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -270,6 +272,30 @@ class UpstreamState(Base):
     __tablename__ = "upstream_state"
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class FeedFile(Base):
+    """A file the changelog announced whose URL, sha256 and size are not recorded yet.
+
+    The planner decides from these names alone (an sdist to build, wheel tags that cover a target);
+    the row goes once the JSON API's details of the file are recorded in sources or upstream_wheels.
+    """
+
+    __tablename__ = "feed_files"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(300), unique=True)
+    sdist: Mapped[bool] = mapped_column(Boolean)
+
+
+class DetailsOwed(Base):
+    """A project whose JSON API answer the follower still owes: file details, requires-python, yank
+    reasons. Drained newest release first, the order in which builders claim jobs."""
+
+    __tablename__ = "details_owed"
+    package_id: Mapped[int] = mapped_column(ForeignKey("packages.id", ondelete="CASCADE"), primary_key=True)
+    spelling: Mapped[str] = mapped_column(String(200))  # as the feed last spelled it: the JSON API's URL
+    newest: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # its newest release
 
 
 class Watch(Base):
