@@ -21,7 +21,14 @@ from wheelmill.analysis.failures import Diagnosis, FailureReason, classify
 
 LOGS = Path(__file__).parent / "failure_logs"
 PIP_WHEEL = (sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir")
-SAVED = ("missing_header", "undeclared_setup_py", "python2", "version_mismatch", "network_build_requirements")
+SAVED = (
+    "missing_header",
+    "undeclared_setup_py",
+    "setuptools_feature",
+    "python2",
+    "version_mismatch",
+    "network_build_requirements",
+)
 
 
 def c_setup(extra: str = "") -> str:
@@ -64,6 +71,16 @@ CASES = {
             'build-backend = "setuptools.build_meta"\n',
         },
         Diagnosis(FailureReason.UNDECLARED_BUILD_DEPENDENCY, "Cython", python_module="Cython"),
+    ),
+    "setuptools_feature": Case(
+        {"setup.py": 'from setuptools import setup, Feature\nsetup(name="demo", version="1.0")\n'},
+        Diagnosis(
+            FailureReason.UNDECLARED_BUILD_DEPENDENCY, "setuptools.Feature", python_module="setuptools<46"
+        ),
+    ),
+    "setuptools_use_2to3": Case(
+        {"setup.py": plain_setup(use_2to3="yes")},
+        Diagnosis(FailureReason.UNDECLARED_BUILD_DEPENDENCY, "use_2to3", python_module="setuptools<58"),
     ),
     "python2": Case(
         {"setup.py": plain_setup('print "building demo"\n')},

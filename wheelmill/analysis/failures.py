@@ -175,6 +175,12 @@ _UNDECLARED = (
     # setup_requires that easy_install could not fetch: the build environment lacks it.
     re.compile(r"Could not find suitable distribution for Requirement\.parse\('([\w.-]+)"),
 )
+# setuptools APIs that old setup.py files use and later releases removed: (sign, detail, the pin that
+# brings the API back). The remedy retries with that pin in the build environment.
+_REMOVED_SETUPTOOLS_API = (
+    (re.compile(r"cannot import name 'Feature' from 'setuptools'"), "setuptools.Feature", "setuptools<46"),
+    (re.compile(r"\buse_2to3 is invalid"), "use_2to3", "setuptools<58"),
+)
 _NETWORK_SIGNS = (
     "Temporary failure in name resolution",
     "Name or service not known",
@@ -301,6 +307,18 @@ def _undeclared_build_dependency(log: str) -> Diagnosis | None:
     )
 
 
+def _removed_setuptools_api(log: str) -> Diagnosis | None:
+    """An API gone from today's setuptools: the build needs an older one, which it did not declare."""
+    for sign, api, pin in _REMOVED_SETUPTOOLS_API:
+        if sign.search(log):
+            return Diagnosis(
+                FailureReason.UNDECLARED_BUILD_DEPENDENCY,
+                f"{api}, removed from setuptools",
+                python_module=pin,
+            )
+    return None
+
+
 def _needs_network(log: str) -> Diagnosis | None:
     return _found(FailureReason.NEEDS_NETWORK, _NETWORK.search(log))
 
@@ -321,6 +339,7 @@ _RULES: tuple[Callable[[str], Diagnosis | None], ...] = (
     _python2_only,
     _unsupported_platform,
     _missing_system_library,
+    _removed_setuptools_api,
     _undeclared_build_dependency,
     _needs_network,
     _no_source,

@@ -6,7 +6,8 @@ Everything the build writes stays under its work directory; the builder's own en
 Why uv and not ``pip wheel``: a build environment is most of a small package's build, and uv makes
 one in a fraction of pip's time (bench/overhead.py measures it). uv also installs requirements a
 project forgot to declare (``extra-build-dependencies``), which is how the farm remedies a build
-that imports, say, numpy without declaring it: the claim's ``extra_requirements``.
+that imports, say, numpy without declaring it: the claim's ``extra_requirements`` (a setup.py-only
+sdist first gets a ``[build-system]`` table, see ``legacy``, since uv adds them only where one exists).
 
 Each build gets its own uv cache inside its work directory, removed with it. A warm cache shared
 between builds would save about 0.2 s of CPU a build (of 1.7 s for six), but uv writes to its cache
@@ -35,9 +36,10 @@ from urllib.parse import urlsplit
 import httpx
 from uv import find_uv_bin
 
-from wheelmill.analysis.failures import classify
+from wheelmill.analysis.failures import FailureReason, classify
 from wheelmill.analysis.libraries import debian_packages, external_sonames
 from wheelmill.builder.buildenv import describe_environment
+from wheelmill.builder.legacy import BadSdist, source_for_build
 from wheelmill.builder.sandbox import Limits, Sandbox, make_sandbox
 from wheelmill.builder.smoke import smoke_test
 
@@ -124,12 +126,22 @@ def build(
             failure_reason="download_failed",
             failure_detail=str(exc),
         )
+    try:
+        source = source_for_build(sdist, list(job.get("extra_requirements") or []), workdir / "tree")
+    except BadSdist as exc:
+        return Outcome(
+            False,
+            time.monotonic() - started,
+            log=str(exc).encode(),
+            failure_reason=str(FailureReason.NO_SOURCE),
+            failure_detail=str(exc),
+        )
     out = workdir / "out"
     out.mkdir()
     uv = find_uv_bin()
     sandbox = make_sandbox(sandbox_mode, allowed_hosts(job))
     result = sandbox.run(
-        _uv_build_argv(uv, job, workdir, python, sdist, out),
+        _uv_build_argv(uv, job, workdir, python, source, out),
         workdir=workdir,
         env=_build_env(job),
         limits=Limits(timeout_s=float(job["time_limit_seconds"])),
@@ -177,7 +189,7 @@ def _smoke_test(
 
 
 def _uv_build_argv(
-    uv: str, job: dict[str, Any], workdir: Path, python: str, sdist: Path, out: Path
+    uv: str, job: dict[str, Any], workdir: Path, python: str, source: Path, out: Path
 ) -> list[str]:
     """``uv build --wheel`` with the farm's index and upstream, a cache of its own, no config of the host.
 
@@ -189,7 +201,7 @@ def _uv_build_argv(
         "--python", python, "--no-python-downloads",
         "--index", job["index_url"], "--default-index", job["extra_index_url"],
         "--index-strategy", "unsafe-best-match",
-        "--cache-dir", str(workdir / "uv-cache"), "--out-dir", str(out), str(sdist),
+        "--cache-dir", str(workdir / "uv-cache"), "--out-dir", str(out), str(source),
     ]  # fmt: skip
 
 
