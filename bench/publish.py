@@ -309,6 +309,7 @@ def open_master(path: Path, output: Path) -> Master:
         data_dir=path.parent, database_url=f"sqlite:///{path}", output_dir=output, targets=list(TARGETS)
     )
     db = Database(settings.resolved_database_url)
+    upgrade(db)  # a farm cached by an older schema gains the tables added since
     with db.write() as session:
         target_ids = ensure_targets(session, settings.resolved_targets)
     return Master.create(settings, db, target_ids)

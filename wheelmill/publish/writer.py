@@ -5,17 +5,23 @@ directory and is renamed over the target: readers see the old bytes or the new o
 Unchanged content is not rewritten, which keeps mtimes (and so ETags and Last-Modified) stable
 and lets a full publish skip most of the disk.
 
-No fsync: a page lost in a crash is rewritten by the next publish, and syncing 175,000 project
-pages would dominate a full publish.
+A directory that does not exist yet is written whole under a dot name and renamed into place
+(`write_directory_atomic`): readers see none of it or all of it, and its files need no temporary
+names of their own, which saves a full publish into an empty output directory a third of its
+file system calls.
+
+No fsync: a page lost in a crash is rewritten by the next publish (the pending marks that name it
+are cleared only after the write), and syncing 175,000 project pages would dominate a full publish.
 """
 
 import contextlib
+import errno
 import filecmp
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 FILE_MODE = 0o644
@@ -67,7 +73,7 @@ def _same_bytes(path: str, data: bytes) -> bool:
         return False
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> bool:
+def write_bytes_atomic(path: str | Path, data: bytes) -> bool:
     """Write `data` to `path` by write-then-rename; return False when it was already there."""
     target = os.fspath(path)
     if _same_bytes(target, data):
@@ -86,6 +92,62 @@ def write_bytes_atomic(path: Path, data: bytes) -> bool:
             os.unlink(temp)
         raise
     return True
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Create `path`, which must not exist, holding `data`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _stage(directory: str, files: Mapping[str, bytes]) -> str:
+    """A dot-named sibling of `directory` holding `files`; the caller renames or removes it."""
+    parent, name = os.path.split(directory)
+    stage = os.path.join(parent, f"{TEMP_PREFIX}{name}.{os.getpid()}.{threading.get_ident()}.new")
+    try:
+        os.mkdir(stage)
+    except FileNotFoundError:
+        _make_directories(parent)
+        os.mkdir(stage)
+    except FileExistsError:  # left by a writer of this pid and thread that crashed
+        shutil.rmtree(stage)
+        os.mkdir(stage)
+    try:
+        for relative, data in files.items():
+            subdirectory = os.path.dirname(relative)
+            if subdirectory and not os.path.isdir(os.path.join(stage, subdirectory)):
+                os.makedirs(os.path.join(stage, subdirectory))
+            _write_new(os.path.join(stage, relative), data)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return stage
+
+
+def write_directory_atomic(path: str | Path, files: Mapping[str, bytes]) -> int:
+    """Write `files` (paths relative to `path`) into the directory `path`; return how many changed.
+
+    A new directory is staged and renamed into place; in an existing one each file is written by
+    write-then-rename, and unchanged files are left alone.
+    """
+    directory = os.fspath(path)
+    if not os.path.isdir(directory):
+        stage = _stage(directory, files)
+        try:
+            os.rename(stage, directory)  # replaces nothing, or an empty directory
+            return len(files)
+        except OSError as exc:
+            shutil.rmtree(stage, ignore_errors=True)
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # Another writer made the directory meanwhile: write into it file by file.
+    return sum(write_bytes_atomic(os.path.join(directory, name), data) for name, data in files.items())
 
 
 def write_text_atomic(path: Path, text: str) -> bool:
