@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
-from wheelmill.db import feed
-from wheelmill.db import jobs as queue_sql
+from wheelmill.db import plans
 from wheelmill.db.engine import Database
-from wheelmill.db.tables import Source, TargetRow, UpstreamWheel, Version
+from wheelmill.db.tables import FeedFile, Source, TargetRow, UpstreamWheel, Version
 from wheelmill.errors import NotFound
 from wheelmill.planning import decide
 from wheelmill.targets import Target
@@ -25,32 +24,20 @@ PLAN_CHUNK = 2_000  # versions decided per round of queries
 def plan_versions(
     session: Session, version_ids: Iterable[int], targets: dict[str, int], *, skip_yanked: bool
 ) -> int:
-    """Decide build/skip/covered for each version x target; returns how many jobs are queued."""
-    parsed = {Target.parse(tag): tid for tag, tid in targets.items()}
-    queued = 0
-    for version_id in version_ids:
-        version, facts = queue_sql.version_facts(session, version_id)
-        decisions = {tid: decide(facts, target, skip_yanked=skip_yanked) for target, tid in parsed.items()}
-        queued += queue_sql.write_decisions(session, version, decisions)
-    return queued
-
-
-def plan_many(
-    session: Session, version_ids: Iterable[int], targets: dict[str, int], *, skip_yanked: bool
-) -> int:
-    """``plan_versions`` in bulk, a few queries per chunk of versions, for the whole-index follower;
+    """Decide build/skip/covered/wait for each version x target, a few queries per chunk of versions;
     returns how many jobs became queued."""
+    session.flush()  # the facts are read with Core statements: the caller's ORM changes must be in
     parsed = [(Target.parse(tag), tid) for tag, tid in targets.items()]
     ordered = sorted(set(version_ids))
     queued = 0
     for start in range(0, len(ordered), PLAN_CHUNK):
-        facts = feed.facts_of_versions(session, ordered[start : start + PLAN_CHUNK])
+        facts = plans.facts_of_versions(session, ordered[start : start + PLAN_CHUNK])
         decisions = {
             version_id: {tid: decide(each, target, skip_yanked=skip_yanked) for target, tid in parsed}
             for version_id, (_, each) in facts.items()
         }
         released = {version_id: released_at for version_id, (released_at, _) in facts.items()}
-        queued += feed.write_decisions_many(session, decisions, released)
+        queued += plans.write_decisions_many(session, decisions, released)
     return queued
 
 
@@ -66,6 +53,7 @@ def plan_target_backfill(
     has_files = or_(
         exists().where(Source.version_id == Version.id),
         exists().where(UpstreamWheel.version_id == Version.id),
+        exists().where(FeedFile.version_id == Version.id),
     )
     queued, after = 0, 0
     while True:
@@ -78,5 +66,5 @@ def plan_target_backfill(
             ).all()
             if not ids:
                 return queued
-            queued += plan_many(session, ids, {tag: target_id}, skip_yanked=skip_yanked)
+            queued += plan_versions(session, ids, {tag: target_id}, skip_yanked=skip_yanked)
         after = ids[-1]

@@ -18,6 +18,7 @@ class Outcome(enum.StrEnum):
     build = "build"
     skip = "skip"
     covered = "covered"
+    wait = "wait"  # build, once the sdist's URL, hash, size and requires-python are recorded
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class VersionFacts:
     quarantined: bool
     package_skip: str | None
     version_skip: str | None
+    # The sdists' URL, hash, size and requires-python are recorded, not just their names (the
+    # whole-index feed names files; the JSON API's details follow).
+    details_known: bool = True
 
 
 def decide(facts: VersionFacts, target: Target, *, skip_yanked: bool = False) -> Decision:
@@ -59,6 +63,8 @@ def decide(facts: VersionFacts, target: Target, *, skip_yanked: bool = False) ->
             Outcome.skip,
             f"requires-python {facts.requires_python!r} excludes Python {target.python_version_text}",
         )
+    if not facts.details_known:
+        return Decision(Outcome.wait, "awaiting upstream file details")
     return Decision(Outcome.build)
 
 

@@ -14,10 +14,20 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import database_url
-from wheelmill.db import feed
+from wheelmill.db import details, feed
 from wheelmill.db.engine import Database
 from wheelmill.db.migrate import upgrade
-from wheelmill.db.tables import Job, Package, PackageAlias, Source, UpstreamState, UpstreamWheel, Version
+from wheelmill.db.tables import (
+    DetailsOwed,
+    FeedFile,
+    Job,
+    Package,
+    PackageAlias,
+    Source,
+    UpstreamState,
+    UpstreamWheel,
+    Version,
+)
 from wheelmill.testing import StandInUpstream
 
 pytestmark = pytest.mark.slow
@@ -79,7 +89,7 @@ def kill_when(process: subprocess.Popen[bytes], db: Database, ready: Callable[[i
             _, errors = process.communicate()
             raise AssertionError(f"the follower ended first: {errors.decode()[-2000:]}")
         with db.read() as session:
-            if ready(feed.stored_serial(session), feed.count_pending(session)):
+            if ready(feed.stored_serial(session), details.count_owed(session)):
                 process.kill()
                 process.communicate()
                 return
@@ -101,6 +111,8 @@ def snapshot(db: Database) -> dict[str, list[Any]]:
             "versions": select(Package.name, Version.version, Version.removed, Version.yanked).join(Package),
             "sources": select(Source.filename, Source.sha256, Source.size, Version.version).join(Version),
             "wheels": select(UpstreamWheel.filename, UpstreamWheel.sha256).join(Version),
+            "announced": select(FeedFile.filename, FeedFile.sdist, Version.version).join(Version),
+            "owed": select(Package.name, DetailsOwed.spelling).join(Package),
             "jobs": select(Package.name, Version.version, Job.status, Job.reason, Job.released_at)
             .join(Version, Version.id == Job.version_id)
             .join(Package, Package.id == Version.package_id),

@@ -137,7 +137,7 @@ def test_fold_applies_events_in_serial_order_whatever_their_timestamps() -> None
         change = fold(order)["demo"]
         release = change.releases["1"]
         assert (release.exists, release.wiped) == (True, True)
-        assert release.added == {"demo-1.0-py3-none-any.whl"}  # the sdist went with the removal
+        assert release.added == {"demo-1.0-py3-none-any.whl": False}  # the sdist went with the removal
         assert (change.spelling, change.spellings, change.last_serial) == ("demo", {"Demo", "demo"}, 5)
 
 
@@ -151,4 +151,4 @@ def test_fold_a_removed_project_forgets_what_came_before() -> None:
         ]
     )["demo"]
     assert (change.exists, change.wiped, change.quarantined, change.releases) == (False, True, None, {})
-    assert not change.needs_details
+    assert not change.wants_details

@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from wheelmill.db import admin as admin_sql
 from wheelmill.db import builders as builder_sql
-from wheelmill.db import feed, views
+from wheelmill.db import details, feed, views
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db.engine import Database
 from wheelmill.db.tables import (
     Builder,
+    FeedFile,
     Job,
     JobStatus,
     Package,
@@ -32,7 +35,7 @@ from wheelmill.planner import plan_target_backfill
 from wheelmill.targets import Target
 from wheelmill.testing import StandInUpstream
 from wheelmill.upstream.client import UpstreamClient
-from wheelmill.upstream.follower import FollowResult, follow_changelog
+from wheelmill.upstream.follower import FollowResult, drain_details, follow_changelog
 
 ARM = Target.parse("cp311-cp311-linux_armv7l")
 X86 = Target.parse("cp311-cp311-linux_x86_64")
@@ -390,9 +393,14 @@ def test_a_json_api_that_keeps_failing_keeps_the_details_owed(
     with pytest.raises(UpstreamError, match=r"GET JSON API of 'demo': gave up after 3 attempts"):
         follow(db, up, targets)
 
-    assert (state(db)["sources"], jobs(db)) == (set(), {})
+    # Planned from the feed already; the build waits for the sdist's URL, hash and size.
+    assert (state(db)["sources"], jobs(db)) == (
+        set(),
+        {("demo", "1.0"): (JobStatus.waiting, "awaiting upstream file details")},
+    )
     result = follow(db, up, targets)
     assert (result.jobs_queued, result.details_pending) == (1, 0)
+    assert jobs(db) == {("demo", "1.0"): (JobStatus.queued, None)}
 
 
 def test_a_stale_json_answer_is_not_recorded(
@@ -407,10 +415,12 @@ def test_a_stale_json_answer_is_not_recorded(
 
     assert result.details_pending == 1
     assert "demo: upstream sent a stale copy" in caplog.text
-    assert (state(db)["sources"], jobs(db)) == (set(), {})
+    assert (state(db)["sources"], state(db)["wheels"]) == (set(), set())
+    # The feed named the wheel: the job is covered without the JSON API.
+    assert jobs(db)[("demo", "1.0")][0] is JobStatus.covered
     result = follow(db, up, targets)
     assert result.details_pending == 0
-    assert jobs(db)[("demo", "1.0")][0] is JobStatus.covered
+    assert {filename for filename, _ in state(db)["wheels"]} == {"demo-1.0-py3-none-any.whl"}
 
 
 def test_a_new_target_is_planned_over_existing_versions(
@@ -440,3 +450,86 @@ def test_a_new_target_is_planned_over_existing_versions(
             ("demo", "2.0"): JobStatus.queued,
             ("bin", "1.0"): JobStatus.covered,  # its manylinux wheel installs on x86_64
         }
+
+
+def test_the_feed_alone_plans_every_version_and_the_details_drain_decides_the_builds(
+    db: Database, up: StandInUpstream, targets: dict[str, int]
+) -> None:
+    up.add_release("newer", "1.0", requires_python=">=3.12", upload_time=datetime(2024, 3, 1, tzinfo=UTC))
+    up.add_release("plain", "1.0", upload_time=datetime(2024, 2, 1, tzinfo=UTC))
+    up.add_release("pure", "1.0", upload_time=datetime(2024, 1, 1, tzinfo=UTC))
+    pure = up.add_wheel("pure", "1.0", "py3-none-any")
+    up.add_release("binonly", "1.0", kind=None, upload_time=datetime(2023, 1, 1, tzinfo=UTC))
+    up.add_wheel("binonly", "1.0", "cp39-cp39-win32")
+    requests = len(up.requests)
+
+    result = follow(db, up, targets, details_seconds=0)
+
+    assert [path for method, path, _ in up.requests[requests:] if method == "GET"] == []
+    waiting = (JobStatus.waiting, "awaiting upstream file details")
+    assert jobs(db) == {
+        ("newer", "1.0"): waiting,
+        ("plain", "1.0"): waiting,
+        ("pure", "1.0"): (JobStatus.covered, f"upstream has {pure.filename}"),
+        ("binonly", "1.0"): (JobStatus.skipped, "binary-only: no sdist upstream"),
+    }
+    assert (result.jobs_queued, result.details_pending) == (0, 4)
+    with db.read() as session:  # the drain's order: newest release first, as builders claim
+        owed = details.owed_projects(session, None, 10)
+    assert [project.name for project in owed] == ["newer", "plain", "pure", "binonly"]
+    with db.write() as session:  # nothing to claim yet: a build needs the sdist's URL and hash
+        assert queue_sql.claim(session, targets[str(ARM)], _builder(session), 60, db.is_sqlite) is None
+
+    client = UpstreamClient(up.simple_url, sleep=lambda _: None)
+    try:
+        drained = drain_details(db, client, targets, skip_yanked=False, seconds=None, rate=None)
+    finally:
+        client.close()
+
+    assert (drained.details_fetched, drained.details_pending, drained.jobs_queued) == (4, 0, 1)
+    assert jobs(db)[("newer", "1.0")] == (
+        JobStatus.skipped,
+        "requires-python '>=3.12' excludes Python 3.11",
+    )
+    assert jobs(db)[("plain", "1.0")] == (JobStatus.queued, None)
+    with db.read() as session:
+        assert session.scalars(select(FeedFile.filename)).all() == []  # every name now has its details
+
+
+def test_an_admin_yank_survives_what_the_follower_learns(
+    db: Database, up: StandInUpstream, targets: dict[str, int]
+) -> None:
+    up.add_release("demo", "1.0")
+    follow(db, up, targets)
+    with db.write() as session:
+        admin_sql.set_yanked(
+            session, admin_sql.select_versions(session, "demo", "1.0").versions, "leaks keys"
+        )
+
+    def yank() -> tuple[bool, str | None, str | None]:
+        with db.read() as session:
+            version = session.scalars(select(Version)).one()
+            return version.yanked, version.yanked_reason, version.yanked_by
+
+    up.yank("demo", "1.0", "upstream's reason")
+    follow(db, up, targets)
+    assert yank() == (True, "leaks keys", "admin")
+    up.unyank("demo", "1.0")
+    follow(db, up, targets)
+    assert yank() == (True, "leaks keys", "admin")
+    with db.read() as session:  # upstream's file is not yanked any more, whatever the admin holds
+        assert session.scalars(select(Source.yanked)).all() == [False]
+
+    with db.write() as session:  # the admin lets go: upstream decides again
+        admin_sql.set_yanked(session, admin_sql.select_versions(session, "demo", "1.0").versions, None)
+    up.yank("demo", "1.0", "upstream's reason")
+    follow(db, up, targets)
+    assert yank() == (True, "upstream's reason", "upstream")
+
+
+def _builder(session: Session) -> int:
+    builder_sql.create_token(session, "pi-0")
+    session.flush()
+    found = session.scalar(select(Builder.id).where(Builder.name == "pi-0"))
+    assert found is not None
+    return found

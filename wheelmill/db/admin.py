@@ -16,6 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from wheelmill.db import catalog
+from wheelmill.db.feed import ADMIN
 from wheelmill.db.jobs import cancel_open_jobs
 from wheelmill.db.tables import (
     Build,
@@ -140,9 +141,10 @@ def set_yanked(session: Session, versions: Sequence[Version], reason: str | None
     """Yank (``reason`` may be "") or unyank (``reason`` None); returns how many versions changed."""
     changed = 0
     for version in versions:
-        wanted = (reason is not None, reason or None)
-        if (version.yanked, version.yanked_reason) != wanted:
-            version.yanked, version.yanked_reason = wanted
+        # Marked as the admin's, so the follower leaves it; an unyank hands the version back to upstream.
+        wanted = (reason is not None, reason or None, ADMIN if reason is not None else None)
+        if (version.yanked, version.yanked_reason, version.yanked_by) != wanted:
+            version.yanked, version.yanked_reason, version.yanked_by = wanted
             changed += 1
     return changed
 

@@ -15,6 +15,7 @@ from packaging.version import Version as PEP440Version
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from wheelmill.db.feed import ADMIN, UPSTREAM
 from wheelmill.db.tables import Package, PackageAlias, Source, UpstreamWheel, Version, utcnow
 from wheelmill.errors import InvalidName
 from wheelmill.upstream.model import ProjectSnapshot, UpstreamFile
@@ -137,8 +138,10 @@ def apply_snapshot(session: Session, snapshot: ProjectSnapshot) -> SnapshotChang
         seen_versions.add(version.id)
         yanked = bool(files) and all(f.yanked for f in files)
         reason = next((f.yanked_reason for f in files if f.yanked_reason), None)
-        if (version.yanked, version.yanked_reason) != (yanked, reason if yanked else None):
+        held = version.yanked_by == ADMIN  # an admin's yank outlives what upstream says
+        if not held and (version.yanked, version.yanked_reason) != (yanked, reason if yanked else None):
             version.yanked, version.yanked_reason = yanked, reason if yanked else None
+            version.yanked_by = UPSTREAM if yanked else None
             changes.changed = True
         for file in files:
             changes.changed |= record_file(session, version, file)

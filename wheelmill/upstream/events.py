@@ -160,7 +160,7 @@ class ReleaseChange:
     yanked: bool | None = None
     quarantined: bool | None = None
     refresh: bool = False  # its quarantine was cleared: fetch its files again
-    added: set[str] = field(default_factory=set)  # files added and not removed since
+    added: dict[str, bool] = field(default_factory=dict)  # files added and not removed since -> is an sdist
     removed_files: set[str] = field(default_factory=set)  # files removed and not added since
 
 
@@ -171,6 +171,7 @@ class ProjectChange:
     spelling: str = ""  # the latest spelling: the display name PyPI now uses
     spellings: set[str] = field(default_factory=set)
     last_serial: int = 0
+    timestamp: int = 0  # of its latest event in the batch
     exists: bool | None = None
     wiped: bool = False  # removed at some point: every existing release goes with it
     quarantined: bool | None = None
@@ -178,11 +179,10 @@ class ProjectChange:
     releases: dict[str, ReleaseChange] = field(default_factory=dict)
 
     @property
-    def needs_details(self) -> bool:
-        """Whether the feed left out something the JSON API holds: file details or a yank reason."""
-        return self.refresh or any(
-            release.added or release.yanked or release.refresh for release in self.releases.values()
-        )
+    def wants_details(self) -> bool:
+        """Whether the feed left out something the JSON API holds besides new files' details: a yank's
+        reason, or the files of a release whose quarantine was cleared."""
+        return self.refresh or any(release.yanked or release.refresh for release in self.releases.values())
 
     def release(self, event: ReleaseEvent) -> ReleaseChange:
         found = self.releases.get(event.canonical)
@@ -203,6 +203,7 @@ def fold(events: Iterable[Event]) -> dict[NormalizedName, ProjectChange]:
         project.spelling = event.name
         project.spellings.add(event.name)
         project.last_serial = event.serial
+        project.timestamp = max(project.timestamp, event.timestamp)
         _fold_one(project, event)
     return changes
 
@@ -220,14 +221,14 @@ def _fold_one(project: ProjectChange, event: Event) -> None:
             project.refresh |= not quarantined
         case ReleaseCreated():
             project.exists = project.release(event).exists = True
-        case FileAdded(filename=filename):
+        case FileAdded(filename=filename, python_tag=python_tag):
             release = project.release(event)
             project.exists = release.exists = True
-            release.added.add(filename)
+            release.added[filename] = python_tag == "source"
             release.removed_files.discard(filename)
         case FileRemoved(filename=filename):
             release = project.release(event)
-            release.added.discard(filename)
+            release.added.pop(filename, None)
             release.removed_files.add(filename)
         case ReleaseRemoved():
             release = project.release(event)

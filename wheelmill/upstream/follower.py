@@ -1,11 +1,17 @@
-"""Whole-index mode: follow every project through PyPI's changelog, then fetch what the feed leaves out.
+"""Whole-index mode: follow every project through PyPI's changelog, and plan from the feed alone.
 
-Each batch of the feed is folded per project and applied in one transaction with the serial it
-reaches. The feed names files but not their URL, hash or size, so projects that gained files (or a
-yank reason) are marked as owing details, and the details are fetched later, one JSON API request
-per project however many events it had: during a catch-up a project is fetched once, not once per
-release. An answer older than what the feed already said about the project is a stale cached copy:
-it is not recorded, and the project stays owed until the next run.
+Each batch of the feed is folded per project, applied in one transaction with the serial it reaches,
+and planned in that same transaction: the feed names every file, which is enough to tell a
+buildable version from a binary-only one and to judge upstream wheels' tags against each target.
+
+What the feed leaves out (each file's URL, sha256 and size, requires-python, a yank's reason) comes
+from one JSON API request per project, in a drain that runs after the feed, newest release first,
+rate-limited and resumable (the projects owed are rows in the database). A version whose build
+needs them waits for them (``Outcome.wait``): once recorded it is queued, or skipped when its
+requires-python excludes the target. Applying 175,000 projects' answers cannot fit in a follower
+pass, and need not: builders take the newest releases first, the drain's order. An answer older
+than what the feed already said about the project is a stale cached copy: it is not recorded, and
+the project stays owed until the next run.
 
 ``python -m wheelmill.upstream.follower --database-url URL --upstream SIMPLE_URL --once`` runs it by
 itself (the master runs ``follow_changelog`` in its follower loop).
@@ -23,19 +29,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from wheelmill.db import feed
+from wheelmill.db import details, feed
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db.engine import Database
 from wheelmill.db.migrate import upgrade
-from wheelmill.planner import plan_many
+from wheelmill.planner import plan_versions
 from wheelmill.targets import Target
 from wheelmill.upstream.changelog import Changelog
 from wheelmill.upstream.client import RetryableError, UpstreamClient, json_body, raise_for_status
 from wheelmill.upstream.events import Entry, fold, parse
 from wheelmill.upstream.model import UpstreamFile
+from wheelmill.upstream.pacing import Pacer
 
 log = logging.getLogger(__name__)
 DETAILS_CHUNK = 200  # projects per JSON API round and per transaction recording their files
+DETAILS_SECONDS = 240.0  # JSON API drain per follower pass, so the feed is read again soon
+DETAILS_RATE = 20.0  # JSON API requests per second at most
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -46,7 +55,7 @@ class FollowResult:
     events: int = 0  # feed entries applied, ignored ones included
     serial: int = 0  # the serial the feed is applied up to (stored in the database)
     details_fetched: int = 0  # JSON API answers recorded
-    details_pending: int = 0  # projects still owed details (a stale answer): retried next run
+    details_pending: int = 0  # projects still owed details: the next run goes on with them
 
 
 @dataclass(frozen=True)
@@ -64,15 +73,16 @@ def follow_changelog(
     *,
     skip_yanked: bool,
     batch_size: int = 10_000,
-    details_backlog: int = 50_000,
+    details_seconds: float | None = DETAILS_SECONDS,
+    details_rate: float | None = DETAILS_RATE,
     workers: int = 4,
     on_progress: Callable[[FollowResult], None] | None = None,
 ) -> FollowResult:
-    """Apply the feed from the stored serial to its end, then fetch the details owed.
+    """Apply and plan the feed from the stored serial to its end, then drain the details owed for
+    up to ``details_seconds`` (None: all of them).
 
-    Details are fetched when the feed is drained, or sooner once ``details_backlog`` projects owe
-    them, ``workers`` requests at a time. An upstream that keeps failing raises ``UpstreamError``:
-    what was committed stays, and the next call resumes from it.
+    An upstream that keeps failing raises ``UpstreamError``: what was committed stays, and the next
+    call resumes from it.
     """
     with db.read() as session:
         result = FollowResult(serial=feed.stored_serial(session))
@@ -81,13 +91,17 @@ def follow_changelog(
             _apply_batch(db, page[start : start + batch_size], targets, skip_yanked, result)
             if on_progress:
                 on_progress(result)
-        with db.read() as session:
-            backlog = feed.count_pending(session)
-        if backlog >= details_backlog:
-            _fetch_details(db, client, targets, skip_yanked, workers, result, on_progress)
-    _fetch_details(db, client, targets, skip_yanked, workers, result, on_progress)
-    with db.read() as session:
-        result.details_pending = feed.count_pending(session)
+    drain_details(
+        db,
+        client,
+        targets,
+        skip_yanked=skip_yanked,
+        seconds=details_seconds,
+        rate=details_rate,
+        workers=workers,
+        result=result,
+        on_progress=on_progress,
+    )
     return result
 
 
@@ -98,7 +112,7 @@ def _apply_batch(
     serial = entries[-1][4]
     with db.write() as session:
         applied = feed.apply_changes(session, changes)
-        queued = plan_many(session, applied.replan, targets, skip_yanked=skip_yanked)
+        queued = plan_versions(session, applied.replan, targets, skip_yanked=skip_yanked)
         feed.save_serial(session, serial)
     result.events += len(entries)
     result.serial = serial
@@ -107,28 +121,40 @@ def _apply_batch(
     log.debug("applied %d events up to serial %d (%d projects)", len(entries), serial, len(changes))
 
 
-def _fetch_details(
+def drain_details(
     db: Database,
     client: UpstreamClient,
     targets: dict[str, int],
+    *,
     skip_yanked: bool,
-    workers: int,
-    result: FollowResult,
-    on_progress: Callable[[FollowResult], None] | None,
-) -> None:
-    """Fetch and record the details owed, a chunk at a time; the next chunk's requests run while
-    this one is written, so the database and upstream work at the same time."""
+    seconds: float | None = DETAILS_SECONDS,
+    rate: float | None = DETAILS_RATE,
+    workers: int = 4,
+    result: FollowResult | None = None,
+    on_progress: Callable[[FollowResult], None] | None = None,
+) -> FollowResult:
+    """Fetch and record the details owed, newest release first, a chunk at a time, until none is
+    owed or ``seconds`` have passed (None: no limit); at most ``rate`` requests a second (None: no
+    limit). The next chunk's requests run while this one is written, so the database and upstream
+    work at the same time. What was recorded stays if upstream fails: the rest stays owed."""
+    result = result or FollowResult()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    pacer = Pacer(rate, burst=workers)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="wheelmill-details")
 
-    def start(after: str) -> list[tuple[feed.PendingProject, Future[ReleaseFiles | None]]]:
-        with db.write() as session:  # a write: markers whose package is gone are dropped
-            owed = feed.pending_projects(session, after, DETAILS_CHUNK)
-        return [(project, pool.submit(release_files, client, project.spelling)) for project in owed]
+    def start(
+        after: details.OwedProject | None,
+    ) -> list[tuple[details.OwedProject, Future[ReleaseFiles | None]]]:
+        if deadline is not None and time.monotonic() >= deadline:
+            return []
+        with db.read() as session:
+            owed = details.owed_projects(session, after, DETAILS_CHUNK)
+        return [(project, pool.submit(_paced, pacer, client, project.spelling)) for project in owed]
 
     try:
-        inflight = start("")
+        inflight = start(None)
         while inflight:
-            upcoming = start(inflight[-1][0].name)
+            upcoming = start(inflight[-1][0])
             answers = []
             for project, future in inflight:
                 files = future.result()
@@ -143,8 +169,8 @@ def _fetch_details(
                     continue
                 answers.append((project, None if files is None else files.releases))
             with db.write() as session:
-                applied = feed.record_details(session, answers)
-                result.jobs_queued += plan_many(session, applied.replan, targets, skip_yanked=skip_yanked)
+                applied = details.record_details(session, answers)
+                result.jobs_queued += plan_versions(session, applied.replan, targets, skip_yanked=skip_yanked)
             result.details_fetched += len(answers)
             result.changed |= applied.changed
             if on_progress:
@@ -152,6 +178,14 @@ def _fetch_details(
             inflight = upcoming
     finally:
         pool.shutdown(cancel_futures=True)
+    with db.read() as session:
+        result.details_pending = details.count_owed(session)
+    return result
+
+
+def _paced(pacer: Pacer, client: UpstreamClient, name: str) -> ReleaseFiles | None:
+    pacer.wait()
+    return release_files(client, name)
 
 
 def release_files(client: UpstreamClient, name: str) -> ReleaseFiles | None:
@@ -213,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--skip-yanked", action="store_true", help="do not build versions yanked when discovered"
     )
     parser.add_argument("--batch-size", type=int, default=10_000, help="feed events per transaction")
+    parser.add_argument(
+        "--details-rate", type=float, default=DETAILS_RATE, help="JSON API requests per second at most"
+    )
     parser.add_argument("--once", action="store_true", help="follow to the end of the feed once, then exit")
     parser.add_argument("--interval", type=float, default=300.0, help="seconds between runs without --once")
     args = parser.parse_args(argv)
@@ -225,7 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         while True:
             result = follow_changelog(
-                db, client, targets, skip_yanked=args.skip_yanked, batch_size=args.batch_size
+                db,
+                client,
+                targets,
+                skip_yanked=args.skip_yanked,
+                batch_size=args.batch_size,
+                details_seconds=None if args.once else DETAILS_SECONDS,
+                details_rate=args.details_rate,
             )
             log.info(
                 "serial %d: %d events, %d projects changed, %d jobs queued, %d details owed",

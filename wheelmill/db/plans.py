@@ -1,0 +1,156 @@
+"""The planner's reads and writes in bulk: what many versions are made of, then their jobs.
+
+Facts come from two places: the files the changelog announced (``feed_files``, names only) and the
+files whose JSON API details are recorded (``sources`` and ``upstream_wheels``). Names are enough to
+tell binary-only from buildable and to judge upstream wheels' tags; a build also needs the sdist's
+URL, hash and size and its requires-python, so until those are recorded a build decision is written
+as a job waiting for them (``Outcome.wait``), which claims never see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from wheelmill.db import bulk
+from wheelmill.db.jobs import REPLANNABLE, STATUS_BY_OUTCOME
+from wheelmill.db.tables import FeedFile, Job, JobStatus, Package, Source, UpstreamWheel, Version, utcnow
+from wheelmill.planning import Decision, Outcome, VersionFacts
+
+STATUS = {**STATUS_BY_OUTCOME, Outcome.wait: JobStatus.waiting}  # a waiting job with no not_before
+
+
+def facts_of_versions(
+    session: Session, version_ids: Sequence[int]
+) -> dict[int, tuple[datetime, VersionFacts]]:
+    """version id -> (released_at, facts), in four queries per chunk of versions."""
+    conn = session.connection()
+    sdists: dict[int, dict[str, str | None]] = {}  # filename -> requires-python; None when not detailed
+    detailed: set[int] = set()
+    wheels: dict[int, set[str]] = {}
+    rows = []
+    for chunk in bulk.chunks(version_ids):
+        rows.extend(
+            conn.execute(
+                select(
+                    Version.id,
+                    Version.released_at,
+                    Version.yanked,
+                    Version.quarantined | Package.quarantined | Version.removed | Package.removed,
+                    Package.skip_reason,
+                    Version.skip_reason,
+                )
+                .join(Package, Package.id == Version.package_id)
+                .where(Version.id.in_(chunk))
+            )
+        )
+        for version_id, filename, sdist in conn.execute(
+            select(FeedFile.version_id, FeedFile.filename, FeedFile.sdist).where(
+                FeedFile.version_id.in_(chunk)
+            )
+        ):
+            if sdist:
+                sdists.setdefault(version_id, {})[filename] = None
+            else:
+                wheels.setdefault(version_id, set()).add(filename)
+        for version_id, filename, requires_python in conn.execute(
+            select(Source.version_id, Source.filename, Source.requires_python).where(
+                Source.version_id.in_(chunk)
+            )
+        ):
+            sdists.setdefault(version_id, {})[filename] = requires_python
+            detailed.add(version_id)
+        for version_id, filename in conn.execute(
+            select(UpstreamWheel.version_id, UpstreamWheel.filename).where(
+                UpstreamWheel.version_id.in_(chunk)
+            )
+        ):
+            wheels.setdefault(version_id, set()).add(filename)
+    facts = {}
+    for version_id, released_at, yanked, hidden, package_skip, version_skip in rows:
+        own = sdists.get(version_id, {})
+        facts[version_id] = (
+            released_at,
+            VersionFacts(
+                sdists=tuple(sorted(own)),
+                upstream_wheels=tuple(sorted(wheels.get(version_id, ()))),
+                requires_python=next((rp for rp in own.values() if rp), None),
+                yanked=yanked,
+                quarantined=bool(hidden),
+                package_skip=package_skip,
+                version_skip=version_skip,
+                details_known=version_id in detailed,
+            ),
+        )
+    return facts
+
+
+def write_decisions_many(
+    session: Session,
+    decisions: Mapping[int, Mapping[int, Decision]],
+    released: Mapping[int, datetime],
+) -> int:
+    """Create or update each version's job per target (version id -> target id -> decision); returns
+    how many jobs became queued. ``released`` gives new jobs their order.
+
+    Leased, built and failed jobs keep their state. Open, skipped and cancelled jobs take the new
+    decision, so a binary-only version's jobs are queued once an sdist arrives. A covered job stays
+    covered unless the new decision is to build, since a farm wheel may be what covers it.
+    """
+    existing: dict[tuple[int, int], tuple[int, JobStatus, str | None]] = {}
+    for chunk in bulk.chunks(list(decisions)):
+        for job_id, version_id, target_id, status, reason in session.connection().execute(
+            select(Job.id, Job.version_id, Job.target_id, Job.status, Job.reason).where(
+                Job.version_id.in_(chunk)
+            )
+        ):
+            existing[version_id, target_id] = (job_id, status, reason)
+    now, inserts, updates, queued = utcnow(), [], [], 0
+    for version_id, per_target in decisions.items():
+        for target_id, decision in per_target.items():
+            status = STATUS[decision.outcome]
+            job = existing.get((version_id, target_id))
+            if job is None:
+                inserts.append(
+                    {
+                        "version_id": version_id,
+                        "target_id": target_id,
+                        "status": status,
+                        "reason": decision.reason,
+                        "released_at": released[version_id],
+                        "updated_at": now,
+                    }
+                )
+            elif (
+                job[1] in REPLANNABLE
+                or (job[1] is JobStatus.covered and decision.outcome is not Outcome.build)
+            ) and (
+                job[1],
+                job[2],
+            ) != (status, decision.reason):
+                updates.append(
+                    {
+                        "b_id": job[0],
+                        "b_status": job[1],
+                        "status": status,
+                        "reason": decision.reason,
+                        "updated_at": now,
+                    }
+                )
+            else:
+                continue
+            queued += status is JobStatus.queued and (job is None or job[1] is not JobStatus.queued)
+    bulk.insert_many(session, Job, inserts, ["version_id", "target_id"])
+    # The status read above is part of the match: a claim that leased the job since wins.
+    jobs = Job.__table__
+    bulk.execute_many(
+        session,
+        update(jobs)
+        .where(jobs.c.id == bindparam("b_id"), jobs.c.status == bindparam("b_status"))
+        .values(status=bindparam("status"), reason=bindparam("reason"), updated_at=bindparam("updated_at")),
+        updates,
+    )
+    return queued
