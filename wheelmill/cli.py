@@ -128,7 +128,7 @@ def cmd_builders(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from wheelmill.runner import run_publish
 
-    return run_publish(settings, everything=args.all)
+    return run_publish(settings, everything=args.all, rewrite_logs=args.logs)
 
 
 def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
@@ -297,8 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument(
         "--all",
         action="store_true",
-        help="every project and log, with a progress bar (default: only the site-wide pages)",
+        help="every project, and the build log pages that are missing, with a progress bar "
+        "(default: only the site-wide pages)",
     )
+    publish.add_argument("--logs", action="store_true", help="with --all: rewrite every build log page too")
     publish.set_defaults(func=cmd_publish)
 
     bundle = sub.add_parser(

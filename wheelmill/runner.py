@@ -167,7 +167,7 @@ def _wait_until_serving(server: uvicorn.Server, thread: threading.Thread) -> Non
         time.sleep(0.05)
 
 
-def run_publish(settings: Settings, *, everything: bool) -> int:
+def run_publish(settings: Settings, *, everything: bool, rewrite_logs: bool = False) -> int:
     from wheelmill.master import publishing
 
     master = open_master(settings)
@@ -176,9 +176,12 @@ def run_publish(settings: Settings, *, everything: bool) -> int:
         publishing.publish_site(master, publisher)
         return 0
     with Progress() as progress:
-        task = progress.add_task("publishing projects", total=None)
+        task = progress.add_task("publishing pages", total=None)
         count = publishing.publish_all(
-            master, publisher, lambda done, total: progress.update(task, completed=done, total=total)
+            master,
+            publisher,
+            lambda done, total: progress.update(task, completed=done, total=total),
+            rewrite_logs=rewrite_logs,
         )
     log.info("published %d projects", count)
     return 0

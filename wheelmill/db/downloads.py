@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -112,16 +112,20 @@ def _claim_new_log(session: Session, key: str, path: str, end: int, lines: int) 
     return conn.execute(statement.returning(IngestedLog.first_line_sha256)).first() is not None
 
 
+# Built once: every project page reads it, and building it cost more than running it.
+_BY_PACKAGE = (
+    select(FileDownloads.package, func.sum(FileDownloads.downloads))
+    .where(FileDownloads.package.in_(bindparam("names", expanding=True)))
+    .group_by(FileDownloads.package)
+)
+
+
 def downloads_by_package(session: Session, names: Iterable[str]) -> dict[str, int]:
     """Downloads of all time per package, for each of ``names`` (canonical), 0 for none."""
     totals = dict.fromkeys(names, 0)
     wanted = list(totals)
     for start in range(0, len(wanted), _IN_CHUNK):
-        rows = session.execute(
-            select(FileDownloads.package, func.sum(FileDownloads.downloads))
-            .where(FileDownloads.package.in_(wanted[start : start + _IN_CHUNK]))
-            .group_by(FileDownloads.package)
-        )
+        rows = session.connection().execute(_BY_PACKAGE, {"names": wanted[start : start + _IN_CHUNK]})
         totals.update({package: int(total) for package, total in rows})
     return totals
 

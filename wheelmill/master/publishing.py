@@ -23,7 +23,7 @@ from wheelmill.db import views
 from wheelmill.db.engine import Database
 from wheelmill.master import diskguard
 from wheelmill.master.context import Master
-from wheelmill.publish.publisher import Publisher
+from wheelmill.publish.publisher import Publisher, missing_log_pages
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -131,24 +131,37 @@ def publish_dirty(master: Master, publisher: Publisher, schedule: SiteSchedule |
 
 
 def publish_all(
-    master: Master, publisher: Publisher, progress: Progress | None = None, workers: int | None = None
+    master: Master,
+    publisher: Publisher,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    *,
+    rewrite_logs: bool = False,
 ) -> int:
-    """Rewrite every project, then every finished build's log page, then the site pages.
+    """Rewrite every project's pages and the site pages; write the build log pages that are missing.
 
-    Batches go to ``workers`` processes (one per CPU by default): rendering is CPU-bound Python,
-    and while one process waits on the filesystem another renders. ``progress`` gets (pages done,
-    pages to do), projects and logs together. Returns the number of projects. Pages whose bytes
-    do not change are left alone, so a rerun mostly reads.
+    A log page is written when its build finishes (its pending mark) and never changes after, so
+    a full publish writes only those missing (a new output directory, a lost page) unless
+    ``rewrite_logs`` asks for all of them, as after an upgrade that changed their template. Logs
+    come first so that the build matrices of the project pages never link to a missing page.
+
+    Batches go to ``workers`` processes (one per CPU by default), each with its own database
+    connection: rendering is CPU-bound Python, and while one process waits on the file system
+    another renders. ``progress`` gets (pages done, pages to do), logs and projects together.
+    Returns the number of projects. Pages whose bytes do not change are left alone.
     """
     with master.db.read() as session:
         names = list(views.package_names(session))
         build_ids = views.finished_builds(session)
+    if not rewrite_logs:
+        build_ids = missing_log_pages(publisher.output_dir, build_ids)
     total, done = len(names) + len(build_ids), 0
     context = multiprocessing.get_context("spawn")  # no forked copies of this process's threads
     with ProcessPoolExecutor(
         workers or os.cpu_count(), mp_context=context, initializer=_start_worker, initargs=(master.settings,)
     ) as pool:
-        for work, items in ((_worker_projects, names), (_worker_logs, build_ids)):
+        # One phase at a time, so no project page is written before the log pages it links to.
+        for work, items in ((_worker_logs, build_ids), (_worker_projects, names)):
             batches = [pool.submit(work, items[i : i + BATCH]) for i in range(0, len(items), BATCH)]
             for batch in as_completed(batches):
                 done += batch.result()

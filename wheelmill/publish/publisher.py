@@ -41,6 +41,18 @@ def _json(document: Any) -> bytes:
     return simple.COMPACT_JSON.encode(document).encode()
 
 
+def missing_log_pages(output_dir: Path, build_ids: Iterable[int]) -> list[int]:
+    """Those of `build_ids` with no /logs/ID/ page, from one listing of /logs/.
+
+    A log directory appears whole, page included (`write_log`), so its name is enough.
+    """
+    try:
+        present = set(os.listdir(output_dir / "logs"))
+    except FileNotFoundError:
+        present = set()
+    return [build_id for build_id in build_ids if str(build_id) not in present]
+
+
 class Publisher:
     """Writes the index, pages, logs, statistics and search data under one output directory."""
 
@@ -113,8 +125,10 @@ class Publisher:
         return self._dir("logs", str(int(build_id)), "index.html")
 
     def write_log(self, page: BuildLogPage) -> None:
-        """/logs/ID/: one build's page."""
-        write_text_atomic(self._log_path(page.build_id), self.pages.log(page))
+        """/logs/ID/: one build's page, in a directory that appears with its page or not at all."""
+        write_directory_atomic(
+            f"{self._root}/logs/{int(page.build_id)}", {"index.html": self.pages.log(page).encode()}
+        )
 
     def has_log(self, build_id: int) -> bool:
         """Whether build `build_id` has a page, so a link to it works."""
