@@ -32,6 +32,14 @@ class Target:
         return cls(interpreter, abi, platform)
 
     @classmethod
+    def from_probe(cls, output: str) -> Target:
+        """The target of an interpreter that ran ``TARGET_PROBE`` (a build root's, under emulation)."""
+        lines = [line for line in output.splitlines() if line.startswith("wheelmill-target ")]
+        if not lines:
+            raise InvalidTarget(f"the interpreter did not say its target; it printed {output[-500:]!r}")
+        return cls.parse(lines[-1].removeprefix("wheelmill-target "))
+
+    @classmethod
     def host(cls) -> Target:
         """The target the running interpreter builds for (its most specific platform tag)."""
         best = next(iter(tags.sys_tags()))
@@ -66,6 +74,16 @@ class Target:
         return not self.supported_tags.isdisjoint(wheel_tags)
 
 
+# Runs in another interpreter (any CPython 3, no packaging there) to learn its target as host() would:
+# cpXY, the ABI with its debug and free-threading flags, and the platform setuptools writes in wheels.
+TARGET_PROBE = """
+import sys, sysconfig
+version = "%d%d" % sys.version_info[:2]
+debug = "d" if hasattr(sys, "gettotalrefcount") else ""
+threaded = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+print("wheelmill-target cp%s-cp%s%s%s-%s" % (version, version, debug, threaded, platform))
+"""
 # The C library a linux_* target is assumed to have: Debian bookworm's (Raspberry Pi OS 12).
 # A manylinux wheel upstream built for an older glibc installs there, so it covers the target.
 TARGET_GLIBC = (2, 36)

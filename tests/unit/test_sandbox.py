@@ -331,7 +331,7 @@ def test_unconfined_mode_keeps_every_guard_without_a_namespace(
 
 
 def test_build_environment_is_described(sandbox: Sandbox) -> None:
-    described = describe_environment(sys.executable, sandbox.mode)
+    described = describe_environment(sys.executable, sandbox)
     assert described["python"] == f"CPython {'.'.join(map(str, sys.version_info[:3]))}"
     assert described["os"].startswith("Debian") and described["compiler"].startswith("gcc")
     assert described["kernel"] == os.uname().release and described["sandbox"] == "bubblewrap"

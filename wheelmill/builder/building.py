@@ -9,6 +9,9 @@ project forgot to declare (``extra-build-dependencies``), which is how the farm 
 that imports, say, numpy without declaring it: the claim's ``extra_requirements`` (a setup.py-only
 sdist first gets a ``[build-system]`` table, see ``legacy``, since uv adds them only where one exists).
 
+With a build root (``builder --root``) the same command runs there: the root's Python, and the uv of
+the builder's version that ``builder-root create`` put in the root for its architecture.
+
 Each build gets its own uv cache inside its work directory, removed with it. A warm cache shared
 between builds would save about 0.2 s of CPU a build (of 1.7 s for six), but uv writes to its cache
 while it builds, so it would be writable from inside the sandbox, and one hostile build could plant
@@ -44,6 +47,8 @@ from wheelmill.builder.sandbox import Limits, Sandbox, make_sandbox
 from wheelmill.builder.smoke import smoke_test
 
 log = logging.getLogger(__name__)
+
+ROOT_UV = "/usr/local/bin/uv"  # in a build root, where builder-root create installs it
 
 
 @dataclass
@@ -111,9 +116,16 @@ def allowed_hosts(job: dict[str, Any]) -> list[str]:
 
 
 def build(
-    job: dict[str, Any], workdir: Path, sandbox_mode: str, python: str, cancel: threading.Event
+    job: dict[str, Any],
+    workdir: Path,
+    sandbox_mode: str,
+    python: str,
+    cancel: threading.Event,
+    *,
+    root: Path | None = None,
 ) -> Outcome:
-    """Build ``job`` in ``workdir`` (created fresh, removed by the caller)."""
+    """Build ``job`` in ``workdir`` (created fresh, removed by the caller), in the build ``root`` if given
+    (``python`` is then the root's interpreter)."""
     started = time.monotonic()
     sdist = workdir / "src" / job["source_filename"]
     try:
@@ -138,17 +150,20 @@ def build(
         )
     out = workdir / "out"
     out.mkdir()
-    uv = find_uv_bin()
-    sandbox = make_sandbox(sandbox_mode, allowed_hosts(job))
+    uv = ROOT_UV if root else find_uv_bin()
+    sandbox = make_sandbox(sandbox_mode, allowed_hosts(job), root=root)
+    paths = [] if root else _readonly_paths(python, uv)
     result = sandbox.run(
         _uv_build_argv(uv, job, workdir, python, source, out),
         workdir=workdir,
         env=_build_env(job),
         limits=Limits(timeout_s=float(job["time_limit_seconds"])),
-        readonly_paths=_readonly_paths(python, uv),
+        readonly_paths=paths,
         cancel=cancel,
     )
-    environment = {**describe_environment(python, result.mode), "frontend": _version(uv)}
+    environment = {**describe_environment(python, sandbox), "frontend": _version(uv, root)}
+    if job.get("cflags"):
+        environment["cflags"] = job["cflags"]
     wheels = sorted(out.glob("*.whl"))
     outcome = Outcome(
         success=result.returncode == 0 and bool(wheels),
@@ -158,7 +173,7 @@ def build(
         environment=environment,
     )
     if outcome.success and job.get("smoke_test", True):
-        _smoke_test(outcome, job, workdir, sandbox, python, _readonly_paths(python, uv))
+        _smoke_test(outcome, job, workdir, sandbox, python, paths)
     if outcome.success:
         outcome.apt_packages = {wheel.name: _apt_packages(wheel) for wheel in wheels}
     elif outcome.failure_reason is None:
@@ -235,10 +250,14 @@ def _build_env(job: dict[str, Any]) -> dict[str, str]:
 
 
 @functools.cache
-def _version(uv: str) -> str:
+def _version(uv: str, root: Path | None) -> str:
     """The frontend's version for the build record, e.g. "uv 0.8.3"."""
-    done = subprocess.run([uv, "--version"], capture_output=True, text=True, timeout=30, check=False)
-    return " ".join(done.stdout.split()[:2]) or "uv (unknown version)"
+    if root is None:
+        done = subprocess.run([uv, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        output = done.stdout
+    else:
+        output = make_sandbox("required", root=root).output([uv, "--version"])
+    return " ".join(output.split()[:2]) or "uv (unknown version)"
 
 
 def _apt_packages(wheel: Path) -> list[str]:

@@ -6,6 +6,11 @@ watched scratch size. bubblewrap adds a read-only system with a curated /etc, no
 /root, /home, /work or /tmp, and its own user, PID and network namespaces; the network is loopback
 plus the index proxy (netproxy.py), reached through forwarder.py.
 
+A build root (``wheelmill builder --root DIR``, a Debian userland of another architecture run by
+qemu-user) takes the host system's place: its /usr, top-level links and /etc entries are mounted
+instead, with this machine's CA bundle over its own (a local CA must reach pip inside), and the
+forwarder runs on the root's Python. Everything else is the same sandbox.
+
 Processes and memory. RLIMIT_NPROC cannot contain a fork bomb here: it is per uid, and the kernel
 exempts uid 0, which the sandbox's uid 1000 maps to when the builder runs as root. So each run
 gets its own cgroup v1 `pids` child (pids.max) when the builder may create one, and a `memory`
@@ -43,6 +48,8 @@ from wheelmill.errors import SandboxUnavailable
 log = logging.getLogger(__name__)
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+HOST_ROOT = Path("/")
+ROOT_PYTHON = "/usr/bin/python3"  # a build root's interpreter, as the sandbox sees it
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SANDBOX_UID = 1000
 SANDBOX_HOSTNAME = "wheelmill-build"
@@ -82,11 +89,20 @@ class SandboxResult:
 
 
 def make_sandbox(
-    mode: str = "auto", allowed_hosts: Sequence[str] = (), *, bwrap_path: str = "bwrap"
+    mode: str = "auto",
+    allowed_hosts: Sequence[str] = (),
+    *,
+    root: Path | None = None,
+    bwrap_path: str = "bwrap",
 ) -> Sandbox:
-    """The sandbox the configuration asks for: "auto", "required" (bubblewrap or raise) or "none"."""
+    """The sandbox the configuration asks for: "auto", "required" (bubblewrap or raise) or "none".
+
+    A build ``root`` can only be used through bubblewrap, whatever the mode.
+    """
     if mode not in ("auto", "required", "none"):
         raise ValueError(f"sandbox mode must be auto, required or none, got {mode!r}")
+    if root is not None:
+        return _rooted_sandbox(mode, allowed_hosts, root, bwrap_path)
     if mode == "none":
         return Sandbox(None, allowed_hosts)
     bwrap = shutil.which(bwrap_path)
@@ -99,15 +115,40 @@ def make_sandbox(
     return Sandbox(None, allowed_hosts)
 
 
+def _rooted_sandbox(mode: str, allowed_hosts: Sequence[str], root: Path, bwrap_path: str) -> Sandbox:
+    if mode == "none":
+        raise SandboxUnavailable(
+            f'a build root ({str(root)!r}) is used through bubblewrap; sandbox = "none" cannot'
+        )
+    if not (root / ROOT_PYTHON.lstrip("/")).exists():
+        raise SandboxUnavailable(
+            f"{str(root)!r} is not a build root (no {ROOT_PYTHON}): see wheelmill builder-root create"
+        )
+    bwrap = shutil.which(bwrap_path)
+    problem = _bwrap_problem(bwrap, root.resolve()) if bwrap else f"{bwrap_path!r} not found"
+    if problem is not None:
+        raise SandboxUnavailable(f"cannot build in the root {str(root)!r}: {problem}")
+    assert bwrap is not None
+    return Sandbox(bwrap, allowed_hosts, root.resolve())
+
+
 @functools.cache
-def _bwrap_problem(bwrap: str) -> str | None:
+def _bwrap_problem(bwrap: str, root: Path = HOST_ROOT) -> str | None:
     """Why bwrap cannot run a sandbox here (None if it can): try the real namespaces once."""
-    argv = [bwrap, *_namespace_args(), *_system_args(), "--", "/bin/true"]
+    argv = [bwrap, *_namespace_args(), *_system_args(root), "--", "/bin/true"]
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
-    return None if done.returncode == 0 else done.stderr.decode(errors="replace").strip()
+    if done.returncode == 0:
+        return None
+    problem = done.stderr.decode(errors="replace").strip()
+    if "Exec format error" in problem:
+        problem += (
+            " (this machine cannot run the root's programs: its architecture is not registered with "
+            "binfmt_misc; `sudo wheelmill builder-root create` registers qemu-user for it)"
+        )
+    return problem
 
 
 _warned = threading.Event()
@@ -132,27 +173,45 @@ def _namespace_args() -> list[str]:
     ]  # fmt: skip
 
 
-def _system_args() -> list[str]:
-    """A read-only /usr with the distribution's top-level links or directories, /proc and /dev."""
-    args = ["--ro-bind", "/usr", "/usr"]
+def _system_args(root: Path = HOST_ROOT) -> list[str]:
+    """A read-only /usr with the distribution's top-level links or directories, /proc and /dev,
+    from this machine or from a build root."""
+    args = ["--ro-bind", str(root / "usr"), "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = Path("/", name)
+        path = root / name
         if path.is_symlink():
-            args += ["--symlink", os.readlink(path), str(path)]
+            args += ["--symlink", os.readlink(path), f"/{name}"]
         elif path.is_dir():
-            args += ["--ro-bind", str(path), str(path)]
+            args += ["--ro-bind", str(path), f"/{name}"]
     for name in ETC_ENTRIES:
-        if Path("/etc", name).exists():
-            args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        if (root / "etc" / name).exists():
+            args += ["--ro-bind", str(root / "etc" / name), f"/etc/{name}"]
+    if root != HOST_ROOT and (root / CA_BUNDLE.lstrip("/")).exists() and Path(CA_BUNDLE).exists():
+        args += ["--ro-bind", CA_BUNDLE, CA_BUNDLE]
     return [*args, "--proc", "/proc", "--dev", "/dev"]
 
 
 class Sandbox:
-    """Runs build commands in one mode, with one network allowlist."""
+    """Runs build commands in one mode, with one network allowlist, on this machine's system or a root's."""
 
-    def __init__(self, bwrap: str | None, allowed_hosts: Sequence[str]) -> None:
+    def __init__(self, bwrap: str | None, allowed_hosts: Sequence[str], root: Path | None = None) -> None:
         self.bwrap = bwrap
         self.allowed_hosts = list(allowed_hosts)
+        self.root = root
+
+    def output(self, argv: list[str], timeout_s: float = 300.0) -> str:
+        """What a short command prints in this sandbox's system, without network; raises if it fails.
+
+        How a builder asks a build root about itself: its interpreter's target, its compiler.
+        """
+        quiet = Sandbox(self.bwrap, (), self.root)
+        with tempfile.TemporaryDirectory(prefix="wheelmill-probe-") as scratch:
+            result = quiet.run(argv, workdir=Path(scratch), env={}, limits=Limits(timeout_s=timeout_s))
+        text = result.log.decode(errors="replace")
+        if result.returncode != 0:
+            ended = result.killed_reason or f"exit {result.returncode}"
+            raise SandboxUnavailable(f"{argv[0]} failed in the sandbox ({ended}): {text[-1000:]}")
+        return text
 
     @property
     def mode(self) -> str:
@@ -188,17 +247,19 @@ class Sandbox:
                     stack.enter_context(NetProxy(self.allowed_hosts, rundir / "proxy.sock"))
                     proxy_url = f"http://127.0.0.1:{PROXY_PORT}"
                     shutil.copyfile(forwarder.__file__, rundir / "forwarder.py")
-                    argv = [str(LAUNCHER_PYTHON), "-I", "-S", f"{RUN_DIR}/forwarder.py",
+                    launcher = ROOT_PYTHON if self.root else str(LAUNCHER_PYTHON)
+                    argv = [launcher, "-I", "-S", f"{RUN_DIR}/forwarder.py",
                             f"{RUN_DIR}/proxy.sock", str(PROXY_PORT), "--", *argv]  # fmt: skip
-                    if not LAUNCHER_PYTHON.is_relative_to("/usr"):
+                    if not self.root and not LAUNCHER_PYTHON.is_relative_to("/usr"):
                         binds.append(Path(sys.base_prefix))
-                argv = [self.bwrap, *_bwrap_args(workdir, binds, rundir), "--", *argv]
+                args = _bwrap_args(workdir, binds, rundir, self.root or HOST_ROOT)
+                argv = [self.bwrap, *args, "--", *argv]
             build_env = _environment(workdir, env, proxy_url)
             result = _supervise(argv, workdir, build_env, limits, cgroups, cancel, self.mode)
         return result
 
 
-def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], rundir: Path) -> list[str]:
+def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], rundir: Path, root: Path) -> list[str]:
     """The sandbox around a build: namespaces, the system read-only, workdir and /tmp writable."""
     (rundir / "passwd").write_text(
         f"root:x:0:0:root:/nonexistent:/bin/sh\n"
@@ -207,7 +268,7 @@ def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], rundir: Path) -> 
     )
     (rundir / "group").write_text(f"root:x:0:\nbuild:x:{SANDBOX_UID}:\nnogroup:x:65534:\n")
     (rundir / "hosts").write_text(f"127.0.0.1 localhost {SANDBOX_HOSTNAME}\n::1 localhost\n")
-    args = [*_namespace_args(), *_system_args()]
+    args = [*_namespace_args(), *_system_args(root)]
     for name in ("passwd", "group", "hosts"):
         args += ["--ro-bind", str(rundir / name), f"/etc/{name}"]
     for path in readonly_paths:
