@@ -1,6 +1,6 @@
 """Scaling benchmark (issue 4): does the farm build N times faster with N builders?
 
-    python bench/scaling.py [--builders 1,10,100,300] [--seconds S] [--postgres URL]
+    python bench/scaling.py [--builders 1,10,100,300] [--seconds S] [--postgres URL] [--workers W]
 
 Simulated builders whose builds take 1 s claim and complete through the real HTTP API of a real
 ``wheelmill serve``. For each fleet size it prints the throughput (jobs/s) and the efficiency
@@ -10,7 +10,6 @@ against linear scaling (N builders of 1 s builds can do at most N jobs/s). The l
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import tempfile
@@ -30,6 +29,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--jobs", type=int, default=200_000)
     parser.add_argument("--postgres", default=os.environ.get("WHEELMILL_BENCH_DATABASE_URL"))
+    parser.add_argument("--workers", type=int, default=2, help="API processes of the master (serve)")
     args = parser.parse_args()
     sizes = [int(size) for size in args.builders.split(",")]
     with tempfile.TemporaryDirectory(prefix="wheelmill-scaling-") as tmp:
@@ -37,17 +37,14 @@ def main() -> None:
         url = args.postgres or f"sqlite:///{workdir / 'queue.db'}"
         fill_queue(url, args.jobs)
         tokens = make_tokens(url, max(sizes))
-        server, base = start_master(url, workdir)
+        server, base = start_master(url, workdir, args.workers)
         figures: dict[str, float] = {}
         try:
             for size in sizes:
-                _, done, elapsed = asyncio.run(
-                    run_load(
-                        base, tokens[:size], args.seconds, (BUILD_SECONDS, BUILD_SECONDS), f"{size} builders"
-                    )
-                )
+                build = (BUILD_SECONDS, BUILD_SECONDS)
+                load = run_load(server, base, tokens[:size], args.seconds, build, f"{size} builders")
                 # A builder's cycle is its build plus two calls; linear means size / BUILD_SECONDS jobs/s.
-                throughput = len(done) / elapsed
+                throughput = load.per_second
                 figures[f"throughput_{size}"] = round(throughput, 2)
                 figures[f"efficiency_{size}"] = round(throughput / (size / BUILD_SECONDS), 3)
                 console.print(
@@ -63,6 +60,7 @@ def main() -> None:
             {
                 "figures": figures,
                 "backend": "postgresql" if args.postgres else "sqlite",
+                "workers": args.workers,
                 "targets": TARGETS,
                 "met": met,
             }

@@ -7,15 +7,19 @@ that claim and complete through the real HTTP API, with or without a simulated b
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import uvloop
 from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy import create_engine, insert, text
@@ -150,12 +154,12 @@ def make_tokens(url: str, count: int) -> list[str]:
     return tokens
 
 
-def start_master(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_master(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     config = workdir / "farm.toml"
     config.write_text(
         f'data_dir = "{workdir / "data"}"\ndatabase_url = "{url}"\nlisten = "127.0.0.1:{port}"\n'
-        f'targets = ["{TARGET}"]\nlease_seconds = 120\npoll_seconds = 100000\n'
+        f'targets = ["{TARGET}"]\nlease_seconds = 120\npoll_seconds = 100000\nworkers = {workers}\n'
     )
     server = subprocess.Popen(
         [sys.executable, "-m", "wheelmill", "--config", str(config), "serve"],
@@ -175,6 +179,42 @@ def start_master(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]
             time.sleep(0.2)
 
 
+class KeepAlive:
+    """A bare HTTP/1.1 keep-alive connection: a few microseconds of Python per call.
+
+    The master and the simulated fleet share this machine's two cores; a full HTTP client would
+    spend more CPU per call than the master does and the benchmark would measure itself.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.headers = f"Host: master\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+
+    @classmethod
+    async def open(cls, base: str, token: str) -> KeepAlive:
+        host, port = base.removeprefix("http://").split(":")
+        return cls(*await asyncio.open_connection(host, int(port)), token)
+
+    async def post(self, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\n{self.headers}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"transfer-encoding":
+                raise RuntimeError(f"the simulated builder reads only sized bodies, not {line!r}")
+        return status, await self.reader.readexactly(length) if length else b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def simulated_builder(
     base: str,
     token: str,
@@ -183,25 +223,69 @@ async def simulated_builder(
     latencies: list[float],
     done: list[int],
 ) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
-    failure = {"status": "failed", "duration_s": 0.0, "failure_reason": "compiler_error"}
-    async with httpx.AsyncClient(base_url=base + "/api/v1", headers=headers, timeout=60) as client:
+    failure = json.dumps({"status": "failed", "duration_s": 0.0, "failure_reason": "compiler_error"}).encode()
+    client = await KeepAlive.open(base, token)
+    try:
         while time.monotonic() < until:
             started = time.perf_counter()
-            answer = await client.post("/jobs/claim")
+            status, body = await client.post("/api/v1/jobs/claim")
             latencies.append(time.perf_counter() - started)
-            if answer.status_code == 204:
+            if status == 204:
                 await asyncio.sleep(0.1)
                 continue
-            job = answer.json()
+            if status != 200:
+                raise RuntimeError(f"claim answered {status}: {body[:200]!r}")
+            job = json.loads(body)
             if build_seconds:
                 await asyncio.sleep(random.uniform(*build_seconds))
-            completed = await client.post(f"/leases/{job['lease_id']}/complete", json=failure)
-            completed.raise_for_status()
+            status, body = await client.post(f"/api/v1/leases/{job['lease_id']}/complete", failure)
+            if status != 200:
+                raise RuntimeError(f"complete answered {status}: {body[:200]!r}")
             done.append(job["job_id"])
+    finally:
+        client.close()
 
 
-async def run_load(
+@dataclass
+class Load:
+    """What one load phase measured."""
+
+    latencies: list[float]  # seconds per claim call
+    done: list[int]  # job ids completed
+    elapsed: float  # seconds
+    master_cpu: float  # CPU seconds the master's processes used meanwhile
+
+    @property
+    def per_second(self) -> float:
+        return len(self.done) / self.elapsed
+
+
+def run_load(
+    server: subprocess.Popen[bytes],
+    base: str,
+    tokens: list[str],
+    seconds: float,
+    build_seconds: tuple[float, float] | None,
+    label: str,
+) -> Load:
+    """Drive ``tokens`` simulated builders for ``seconds`` (on uvloop: the generator stays cheap)."""
+    cpu = cpu_seconds(server.pid)
+    latencies, done, elapsed = uvloop.run(_load(base, tokens, seconds, build_seconds, label))
+    return Load(latencies, done, elapsed, cpu_seconds(server.pid) - cpu)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (``serve`` forks its API workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for process in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+async def _load(
     base: str, tokens: list[str], seconds: float, build_seconds: tuple[float, float] | None, label: str
 ) -> tuple[list[float], list[int], float]:
     latencies: list[float] = []

@@ -34,6 +34,9 @@ class Settings:
     database_url: str = _opt("", "SQLAlchemy URL; empty means SQLite in data_dir")
     output_dir: Path | None = _opt(None, "the published site; empty means data_dir/www")
     listen: str = _opt("127.0.0.1:8000", "HOST:PORT the master listens on")
+    workers: int = _opt(
+        1, "HTTP worker processes of `serve`; above 1 they share LISTEN and the loops run in the parent"
+    )
     base_url: str = _opt("", "public URL of the site; empty means http://LISTEN/")
     admin_token: str = _opt("", "token for admin API calls; empty disables the admin API")
     upstream: str = _opt(PYPI_SIMPLE, "upstream simple index URL")
@@ -192,6 +195,8 @@ def _check(values: dict[str, Any]) -> list[str]:
         problems.append(f"follow: expected 'watch' or 'all', got {values['follow']!r}")
     if values.get("sandbox", "auto") not in {"auto", "required", "none"}:
         problems.append(f"sandbox: expected 'auto', 'required' or 'none', got {values['sandbox']!r}")
+    if values.get("workers", 1) < 1:
+        problems.append(f"workers: expected at least 1, got {values['workers']!r}")
     listen = values.get("listen", "127.0.0.1:8000")
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -24,6 +26,7 @@ from wheelmill.db.migrate import upgrade
 from wheelmill.errors import WheelmillError
 from wheelmill.master.app import create_app
 from wheelmill.master.context import Master
+from wheelmill.master.loops import start_loops
 from wheelmill.planner import plan_target_backfill
 from wheelmill.upstream.watch import add_watches
 
@@ -34,7 +37,7 @@ def open_master(settings: Settings) -> Master:
     """Connect, migrate, and make sure the configured targets exist."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.resolved_output_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, background_checkpoints=True)
     upgrade(db)
     with db.read() as session:
         known = set(target_tags(session))
@@ -47,9 +50,9 @@ def open_master(settings: Settings) -> Master:
     return Master.create(settings, db, target_ids)
 
 
-def _server(settings: Settings, master: Master) -> uvicorn.Server:
+def _server(settings: Settings, master: Master, *, run_loops: bool = True) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(master),
+        create_app(master, run_loops=run_loops),
         host=settings.listen_host,
         port=settings.listen_port,
         log_level="warning",
@@ -62,8 +65,91 @@ def _server(settings: Settings, master: Master) -> uvicorn.Server:
 def run_serve(settings: Settings) -> int:
     master = open_master(settings)
     log.info("master serving %s on http://%s/", settings.resolved_output_dir, settings.listen)
+    if settings.workers > 1:
+        return _serve_with_workers(settings, master)
     _server(settings, master).run()
     return 0
+
+
+def _serve_with_workers(settings: Settings, master: Master) -> int:
+    """The API in ``workers`` forked processes sharing one socket; the loops in this one.
+
+    Threads of one process take turns on the GIL: with the publisher rewriting pages beside the
+    API, a claim waits for the publisher's time slice. As processes they run on every core, and
+    the kernel spreads new connections over the workers.
+    """
+    sock = socket.create_server((settings.listen_host, settings.listen_port), backlog=2048)
+    master.db.engine.dispose()  # a forked child must not share this process's connections
+    children = {_fork_worker(settings, master.target_ids, sock) for _ in range(settings.workers)}
+    sock.close()
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    loops = start_loops(master, stop)
+    status = 0
+    try:
+        while not stop.wait(0.5):
+            for pid in list(children):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    children.discard(pid)
+                    log.error("API worker %s exited: stopping the master", pid)
+                    status = 1
+                    stop.set()
+    finally:
+        stop.set()
+        master.dirty.wakeup.set()
+        _stop_workers(children)
+        for loop in loops:
+            loop.join(timeout=10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status
+
+
+def _fork_worker(settings: Settings, target_ids: dict[str, int], sock: socket.socket) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        _die_with_parent()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own for a graceful stop
+        db = Database(settings.resolved_database_url, background_checkpoints=True)
+        master = Master.create(settings, db, target_ids)
+        _server(settings, master, run_loops=False).run(sockets=[sock])
+        code = 0
+    except BaseException:
+        log.exception("API worker failed")
+    finally:
+        os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """A worker outlives no master: if the parent is killed (even SIGKILL), the kernel kills it too."""
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_workers(children: set[int]) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while children and time.monotonic() < deadline:
+        for pid in list(children):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                children.discard(pid)
+        time.sleep(0.05)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
 
 
 def run_builder(

@@ -31,8 +31,8 @@ def test_queue_builds_builders_follower_and_refusals(master: Master) -> None:
     with master.db.write() as session:
         builder_sql.create_token(session, "b1")
         builder = builder_sql.get_builder(session, "b1")
-        builder_sql.touch(session, builder)
         session.flush()
+        builder_sql.touch(session, builder.id)
         claim = queue_sql.claim(session, master.target_ids[X86], builder.id, 60, master.db.is_sqlite)
         assert claim is not None
         build = session.get_one(Build, claim.build_id)

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from wheelmill.db.tables import Builder, BuilderState, utcnow
@@ -71,19 +71,25 @@ def register(session: Session, builder: Builder, info: dict[str, Any]) -> None:
 
 def touch(
     session: Session,
-    builder: Builder,
+    builder_id: int,
     *,
     phase: str | None = None,
     load: float | None = None,
     disk_free_bytes: int | None = None,
-) -> None:
-    builder.last_seen = utcnow()
+) -> BuilderState:
+    """Record that a builder called, with what it reported; returns its state (one UPDATE)."""
+    values: dict[str, Any] = {"last_seen": utcnow()}
     if phase is not None:
-        builder.phase = phase
+        values["phase"] = phase
     if load is not None:
-        builder.load = load
+        values["load"] = load
     if disk_free_bytes is not None:
-        builder.disk_free_bytes = disk_free_bytes
+        values["disk_free_bytes"] = disk_free_bytes
+    builders = Builder.__table__
+    state = session.connection().execute(
+        update(builders).where(builders.c.id == builder_id).values(values).returning(builders.c.state)
+    ).scalar_one()
+    return BuilderState(state)
 
 
 def set_state(session: Session, name: str, state: BuilderState) -> Builder:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,23 +17,70 @@ from sqlalchemy.orm import Session
 _WRITE = "wheelmill_write"
 
 
-class Database:
-    """An engine plus the two kinds of transaction the rest of wheelmill uses."""
+class WriterLock:
+    """SQLite's one writer at a time, queued here instead of in SQLite.
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    SQLite makes a blocked writer poll with growing sleeps (up to 100 ms each), so a busy farm's
+    claims would wait on sleeps rather than on the writer ahead. A thread lock queues this
+    process's writers; an ``flock`` beside the database queues several ``serve`` processes, and
+    the kernel wakes the next one the moment the lock is released.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._threads = threading.Lock()
+        self._path = Path(f"{database}-writer.lock") if database and database != ":memory:" else None
+        self._file: tuple[int, int] | None = None  # (pid, fd): a forked child opens its own
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        if self._path is None:
+            return
+        try:
+            fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._path is not None:
+                fcntl.flock(self._descriptor(), fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _descriptor(self) -> int:
+        # flock belongs to an open file description, which fork shares: each process opens its own.
+        if self._file is None or self._file[0] != os.getpid():
+            assert self._path is not None
+            self._file = (os.getpid(), os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        return self._file[1]
+
+
+class Database:
+    """An engine plus the two kinds of transaction the rest of wheelmill uses.
+
+    ``background_checkpoints`` (SQLite, for long-running masters): a thread copies the WAL into
+    the database every second, instead of the commit that happens to cross the WAL size limit
+    doing it (and its fsyncs) while every other writer waits behind it.
+    """
+
+    def __init__(self, url: str, *, pool_size: int = 10, background_checkpoints: bool = False) -> None:
         parsed = make_url(url)
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        self._writer_lock: threading.Lock | contextlib.nullcontext[None] = (
-            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        self._writer_lock: WriterLock | contextlib.nullcontext[None] = (
+            WriterLock(parsed.database) if self.is_sqlite else contextlib.nullcontext()
         )
+        self._stop = threading.Event()
         if self.is_sqlite:
             if parsed.database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, auto_checkpoint=not background_checkpoints)
+            if background_checkpoints:
+                threading.Thread(target=self._checkpoints, name="wheelmill-checkpoint", daemon=True).start()
         else:
             self.engine = create_engine(
                 parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -56,10 +105,23 @@ class Database:
             yield session
 
     def dispose(self) -> None:
+        self._stop.set()
         self.engine.dispose()
 
+    def _checkpoints(self) -> None:
+        # PASSIVE waits for no reader or writer; sqlite3 releases the GIL while it copies and syncs.
+        while not self._stop.wait(CHECKPOINT_SECONDS):
+            conn = self.engine.raw_connection()  # no BEGIN: a checkpoint runs outside transactions
+            try:
+                conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                conn.close()
 
-def _configure_sqlite(engine: Engine) -> None:
+
+CHECKPOINT_SECONDS = 1.0
+
+
+def _configure_sqlite(engine: Engine, *, auto_checkpoint: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         # Let SQLAlchemy's "begin" event below issue BEGIN itself, not the sqlite3 module.
@@ -69,6 +131,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        if not auto_checkpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -266,10 +266,19 @@ class Lease:
     build_id: int
     package: str
     version: str
+    remedy: str | None
 
 
 _LEASE = (
-    select(Job.id, Job.version_id, Job.target_id, Build.id.label("build_id"), Package.name, Version.version)
+    select(
+        Job.id,
+        Job.version_id,
+        Job.target_id,
+        Job.remedy,
+        Build.id.label("build_id"),
+        Package.name,
+        Version.version,
+    )
     .join(Build, Build.lease_id == Job.lease_id)
     .join(Version, Version.id == Job.version_id)
     .join(Package, Package.id == Version.package_id)
@@ -280,14 +289,21 @@ _LEASE = (
         Job.lease_expires > bindparam("now"),
     )
 )
+_LOCKED_LEASE = _LEASE.with_for_update(of=Job.__table__)
 
 
-def lease(session: Session, lease_id: str, builder: int) -> Lease:
-    """The live lease ``lease_id`` of ``builder`` in one indexed query; LeaseLost if it is gone."""
-    row = session.execute(_LEASE, {"lease_id": lease_id, "builder": builder, "now": utcnow()}).first()
+def lease(session: Session, lease_id: str, builder: int, *, lock: bool = False) -> Lease:
+    """The live lease ``lease_id`` of ``builder`` in one indexed query; LeaseLost if it is gone.
+
+    ``lock`` holds the job's row until the transaction ends (PostgreSQL; SQLite writers hold the
+    whole database), so a reaper or admin cannot take the lease between this check and the write.
+    """
+    row = session.execute(
+        _LOCKED_LEASE if lock else _LEASE, {"lease_id": lease_id, "builder": builder, "now": utcnow()}
+    ).first()
     if row is None:
         raise LeaseLost(f"lease {lease_id!r} expired or was replaced")
-    return Lease(row.id, row.version_id, row.target_id, row.build_id, row.name, row.version)
+    return Lease(row.id, row.version_id, row.target_id, row.build_id, row.name, row.version, row.remedy)
 
 
 def leased_job(session: Session, lease_id: str, builder: int) -> Job:
@@ -307,21 +323,90 @@ def leased_job(session: Session, lease_id: str, builder: int) -> Job:
     return job
 
 
-def extend_lease(session: Session, lease_id: str, builder: int, lease_seconds: float) -> datetime:
-    expires = utcnow() + timedelta(seconds=lease_seconds)
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.lease_id == lease_id,
-            Job.builder_id == builder,
-            Job.status == JobStatus.leased,
-            Job.lease_expires > utcnow(),
-        )
-        .values(lease_expires=expires)
+_EXTEND = (
+    update(Job.__table__)
+    .where(
+        Job.__table__.c.lease_id == bindparam("lease"),
+        Job.__table__.c.builder_id == bindparam("builder"),
+        text("jobs.status = 'leased'"),
+        Job.__table__.c.lease_expires > bindparam("now"),
     )
-    if result.rowcount != 1:
+    .values(lease_expires=bindparam("expires"))
+)
+
+
+def extend_lease(session: Session, lease_id: str, builder: int, lease_seconds: float) -> datetime:
+    now = utcnow()
+    expires = now + timedelta(seconds=lease_seconds)
+    params = {"lease": lease_id, "builder": builder, "now": now, "expires": expires}
+    if session.connection().execute(_EXTEND, params).rowcount != 1:
         raise LeaseLost(f"lease {lease_id!r} expired or was replaced")
     return expires
+
+
+# The SET clauses come from the parameters' names (the columns), bound at execution.
+_END_BUILD = update(Build.__table__).where(Build.__table__.c.id == bindparam("build"))
+_RELEASE = (
+    update(Job.__table__)
+    .where(Job.__table__.c.id == bindparam("job"))
+    .values(lease_id=None, lease_expires=None)
+)
+_EARLIER_FAILURES = select(func.count(Build.id)).where(
+    Build.job_id == bindparam("job"),
+    Build.id != bindparam("build"),
+    Build.failure_reason == bindparam("reason"),
+)
+
+
+def earlier_failures(session: Session, held: Lease, reason: str) -> int:
+    """Earlier builds of this lease's job that failed for ``reason``."""
+    params = {"job": held.job_id, "build": held.build_id, "reason": reason}
+    return session.connection().execute(_EARLIER_FAILURES, params).scalar_one()
+
+
+@dataclass(frozen=True)
+class FailedBuild:
+    """How a failed build ended, and what becomes of its job."""
+
+    duration_s: float
+    environment: dict[str, object]
+    log_size: int
+    failure_reason: str
+    failure_detail: str | None
+    next_status: JobStatus
+    job_reason: str
+    not_before: datetime | None
+    remedy: str | None  # the build requirement the job's next build is given
+
+
+def record_failure(session: Session, held: Lease, failed: FailedBuild) -> None:
+    """End a failed build and its lease in two prebuilt UPDATEs: no ORM objects on this hot path."""
+    conn = session.connection()
+    now = utcnow()
+    conn.execute(
+        _END_BUILD,
+        {
+            "build": held.build_id,
+            "status": BuildStatus.failed,
+            "finished_at": now,
+            "duration_s": failed.duration_s,
+            "environment": failed.environment,
+            "log_size": failed.log_size,
+            "failure_reason": failed.failure_reason,
+            "failure_detail": failed.failure_detail,
+        },
+    )
+    conn.execute(
+        _RELEASE,
+        {
+            "job": held.job_id,
+            "status": failed.next_status,
+            "reason": failed.job_reason,
+            "not_before": failed.not_before,
+            "remedy": failed.remedy,
+            "updated_at": now,
+        },
+    )
 
 
 def finish(

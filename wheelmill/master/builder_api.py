@@ -2,6 +2,11 @@
 
 Routes only translate HTTP to calls on ``wheelmill.db`` and the master's services; every
 database write is one short transaction, and uploads stream outside any transaction.
+
+The hot routes (claim, heartbeat, complete) and their dependencies are ``async`` and call the
+database directly on the event loop: each call is a fraction of a millisecond and SQLite lets one
+writer in at a time anyway, while a hop to the thread pool and back costs more than the query and
+makes request threads fight over the GIL. Several ``serve`` workers give the parallelism.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ router = APIRouter(prefix="/api/v1")
 CLAIM_RETRY_SECONDS = 5
 
 
-def get_master(request: Request) -> Master:
+async def get_master(request: Request) -> Master:
     return request.app.state.master
 
 
-def get_caller(
+async def get_caller(
     master: Annotated[Master, Depends(get_master)], authorization: Annotated[str | None, Header()] = None
 ) -> Caller:
     if not authorization or not authorization.startswith("Bearer "):
@@ -128,7 +133,7 @@ def register(body: Registration, master: MasterDep, caller: CallerDep) -> Regist
     response_model=ClaimedJob,
     responses={204: {"description": "no work now; ask again after Retry-After seconds"}},
 )
-def claim(master: MasterDep, caller: CallerDep, response: Response) -> ClaimedJob | Response:
+async def claim(master: MasterDep, caller: CallerDep) -> ClaimedJob | Response:
     """The best open job for the caller's target, with a lease."""
     if caller.target is None:
         raise Forbidden("register (POST /api/v1/builders) before claiming")
@@ -170,14 +175,13 @@ def claim(master: MasterDep, caller: CallerDep, response: Response) -> ClaimedJo
 
 
 @router.post("/leases/{lease_id}/heartbeat", response_model=HeartbeatAnswer)
-def heartbeat(lease_id: str, body: Heartbeat, master: MasterDep, caller: CallerDep) -> HeartbeatAnswer:
+async def heartbeat(lease_id: str, body: Heartbeat, master: MasterDep, caller: CallerDep) -> HeartbeatAnswer:
     """Extend the lease; the answer says whether to go on."""
     with master.db.write() as session:
-        builder = builder_sql.get_builder(session, caller.name)
-        builder_sql.touch(
-            session, builder, phase=body.phase, load=body.load, disk_free_bytes=body.disk_free_bytes
+        state = builder_sql.touch(
+            session, caller.id, phase=body.phase, load=body.load, disk_free_bytes=body.disk_free_bytes
         )
-        if builder.state is BuilderState.killed:
+        if state is BuilderState.killed:
             job = queue_sql.leased_job(session, lease_id, caller.id)
             session.execute(
                 update(Build).where(Build.lease_id == lease_id).values(status=BuildStatus.aborted)
@@ -185,7 +189,7 @@ def heartbeat(lease_id: str, body: Heartbeat, master: MasterDep, caller: CallerD
             queue_sql.finish(session, job, status=JobStatus.queued, reason="build aborted by an admin")
             return HeartbeatAnswer(lease_expires=datetime.now().astimezone(), action="abort")
         expires = queue_sql.extend_lease(session, lease_id, caller.id, master.settings.lease_seconds)
-    action = "pause" if caller.state is BuilderState.paused else "continue"
+    action = "pause" if state is BuilderState.paused else "continue"
     return HeartbeatAnswer(lease_expires=expires, action=action)
 
 
@@ -224,7 +228,7 @@ async def upload(
 
 
 @router.post("/leases/{lease_id}/complete", response_model=Completed)
-def complete(lease_id: str, body: Completion, master: MasterDep, caller: CallerDep) -> Completed:
+async def complete(lease_id: str, body: Completion, master: MasterDep, caller: CallerDep) -> Completed:
     """The build ended: record it (and its uploaded wheels) in one transaction."""
     try:
         log_gzip = base64.b64decode(body.log_gzip_base64, validate=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from packaging.tags import parse_tag
 from packaging.utils import parse_wheel_filename
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wheelmill.db import jobs as queue_sql
@@ -46,11 +46,24 @@ class Report:
 
 def complete(master: Master, builder_id: int, lease_id: str, report: Report) -> int:
     """Record the end of the build under ``lease_id``; returns the build id."""
+    if report.success:
+        build_id, package, status = _complete_success(master, builder_id, lease_id, report)
+    else:
+        build_id, package, status = _complete_failure(master, builder_id, lease_id, report)
+    master.dirty.wakeup.set()
+    master.staging.drop(lease_id)
+    log.info("build %s under lease %s (%s) ended: %s", build_id, lease_id, package, status)
+    return build_id
+
+
+def _complete_success(
+    master: Master, builder_id: int, lease_id: str, report: Report
+) -> tuple[int, str, BuildStatus]:
     with master.db.read() as session:
         held = queue_sql.lease(session, lease_id, builder_id)
     build_id, package = held.build_id, held.package
-    staged = [_staged(master, lease_id, name) for name in report.files] if report.success else []
-    if report.success and not staged:
+    staged = [_staged(master, lease_id, name) for name in report.files]
+    if not staged:
         raise UploadRefused("a successful build must name the wheels it uploaded", reason="no_files")
     master.logs.save(build_id, report.log_gzip)
     metadata_hashes = {
@@ -63,17 +76,23 @@ def complete(master: Master, builder_id: int, lease_id: str, report: Report) -> 
         build.duration_s = report.duration_s
         build.environment = report.environment
         build.log_size = len(report.log_gzip)
-        if report.success:
-            _record_success(master, session, job, build, staged, metadata_hashes, report)
-        else:
-            _record_failure(session, job, build, report)
+        _record_success(master, session, job, build, staged, metadata_hashes, report)
         # The outbox row commits with the build it describes: the publisher cannot miss it.
         pending.mark(session, projects=[package], logs=[build_id])
-        status, job_id = build.status, job.id
-    master.dirty.wakeup.set()
-    master.staging.drop(lease_id)
-    log.info("build %s of job %s (%s) ended: %s", build_id, job_id, package, status)
-    return build_id
+    return build_id, package, BuildStatus.success
+
+
+def _complete_failure(
+    master: Master, builder_id: int, lease_id: str, report: Report
+) -> tuple[int, str, BuildStatus]:
+    """One write transaction: a failed build uploads nothing, so there is nothing to store first."""
+    with master.db.write() as session:
+        held = queue_sql.lease(session, lease_id, builder_id, lock=True)
+        if report.log_gzip:  # an empty log needs no file: a missing log reads as empty
+            master.logs.save(held.build_id, report.log_gzip)
+        queue_sql.record_failure(session, held, _failure(session, held, report))
+        pending.mark(session, projects=[held.package], logs=[held.build_id])
+    return held.build_id, held.package, BuildStatus.failed
 
 
 def _staged(master: Master, lease_id: str, filename: str) -> StagedWheel:
@@ -162,24 +181,27 @@ def _cover_other_targets(session: Session, job: Job, staged: list[StagedWheel]) 
         queue_sql.cover_other_targets(session, job.version_id, covered, f"covered by {wheel.filename}")
 
 
-def _record_failure(session: Session, job: Job, build: Build, report: Report) -> None:
-    build.status = BuildStatus.failed
-    build.failure_reason = report.failure_reason or "unknown"
-    build.failure_detail = report.failure_detail
-    earlier_transient = 0
-    if build.failure_reason in TRANSIENT_REASONS:
-        earlier_transient = session.scalar(
-            select(func.count(Build.id)).where(
-                Build.job_id == job.id, Build.id != build.id, Build.failure_reason == build.failure_reason
-            )
-        )
-    if remedy_applies(build.failure_reason, report.remedy, job.remedy):
+def _failure(session: Session, held: queue_sql.Lease, report: Report) -> queue_sql.FailedBuild:
+    """The failed build's record, and the job's next step by the retry rules."""
+    reason = report.failure_reason or "unknown"
+    remedy, job_reason, not_before = held.remedy, reason, None
+    if remedy_applies(reason, report.remedy, held.remedy):
         # Retried once with the missing build dependency provided from the farm's index.
-        job.remedy = report.remedy
-        queue_sql.finish(
-            session, job, status=JobStatus.queued, reason=f"retrying with {report.remedy} provided"
-        )
-        return
-    step = after_failure(build.failure_reason, earlier_transient or 0)
-    not_before = utcnow() + step.delay if step.delay else None
-    queue_sql.finish(session, job, status=step.status, reason=build.failure_reason, not_before=not_before)
+        remedy, next_status = report.remedy, JobStatus.queued
+        job_reason = f"retrying with {report.remedy} provided"
+    else:
+        earlier = queue_sql.earlier_failures(session, held, reason) if reason in TRANSIENT_REASONS else 0
+        step = after_failure(reason, earlier)
+        next_status = step.status
+        not_before = utcnow() + step.delay if step.delay else None
+    return queue_sql.FailedBuild(
+        duration_s=report.duration_s,
+        environment=report.environment,
+        log_size=len(report.log_gzip),
+        failure_reason=reason,
+        failure_detail=report.failure_detail,
+        next_status=next_status,
+        job_reason=job_reason,
+        not_before=not_before,
+        remedy=remedy,
+    )
