@@ -6,7 +6,8 @@ Pure functions over plain values, so every rule is testable without a database.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
@@ -41,6 +42,7 @@ class VersionFacts:
     # The sdists' URL, hash, size and requires-python are recorded, not just their names (the
     # whole-index feed names files; the JSON API's details follow).
     details_known: bool = True
+    target_skips: Mapping[str, str] = field(default_factory=dict)  # target tag -> an admin's reason
 
 
 def decide(facts: VersionFacts, target: Target, *, skip_yanked: bool = False) -> Decision:
@@ -51,6 +53,8 @@ def decide(facts: VersionFacts, target: Target, *, skip_yanked: bool = False) ->
         return Decision(Outcome.skip, f"package skipped by an admin: {facts.package_skip}")
     if facts.version_skip is not None:
         return Decision(Outcome.skip, f"version skipped by an admin: {facts.version_skip}")
+    if (on_target := facts.target_skips.get(str(target))) is not None:
+        return Decision(Outcome.skip, f"skipped on {target} by an admin: {on_target}")
     covering = covering_upstream_wheel(facts.upstream_wheels, target)
     if covering is not None:
         return Decision(Outcome.covered, f"upstream has {covering}")

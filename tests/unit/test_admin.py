@@ -93,11 +93,36 @@ def test_skip_one_version_on_one_target(master: Master) -> None:
     add_version(master, "demo", "1.0")
     add_version(master, "demo", "2.0")
     actions.skip(master, "demo==1.0", "crashes the compiler", target=ARM)
-    assert jobs(master)[("1.0", ARM)] == ("skipped", "skipped by an admin: crashes the compiler")
+    skipped = ("skipped", f"skipped on {ARM} by an admin: crashes the compiler")
+    assert jobs(master)[("1.0", ARM)] == skipped
     assert jobs(master)[("1.0", X86)] == ("queued", None)
     assert jobs(master)[("2.0", ARM)] == ("queued", None)
+    with master.db.write() as session:  # a replan (the follower saw a new file, say) keeps the skip
+        plan_versions(
+            session, [v.id for v in session.scalars(select(Version))], master.target_ids, skip_yanked=False
+        )
+    assert jobs(master)[("1.0", ARM)] == skipped
     actions.unskip(master, "demo==1.0", target=ARM)
     assert jobs(master)[("1.0", ARM)] == ("queued", None)
+
+
+def test_a_package_skipped_on_one_target_stays_skipped_there_for_new_versions(master: Master) -> None:
+    add_version(master, "demo", "1.0")
+    actions.skip(master, "demo", "needs NEON", target=ARM)
+    actions.skip(master, "demo", "needs NEON intrinsics", target=ARM)  # a new reason replaces the old
+
+    add_version(master, "demo", "2.0")
+
+    skipped = ("skipped", f"skipped on {ARM} by an admin: needs NEON intrinsics")
+    assert jobs(master) == {
+        ("1.0", ARM): skipped,
+        ("2.0", ARM): skipped,
+        ("1.0", X86): ("queued", None),
+        ("2.0", X86): ("queued", None),
+    }
+    actions.unskip(master, "demo")  # without a target: every skip of the package, on any target
+    add_version(master, "demo", "3.0")
+    assert {status for status, _ in jobs(master).values()} == {"queued"}
 
 
 def test_skip_needs_a_reason_and_a_known_package(master: Master) -> None:
@@ -123,7 +148,7 @@ def test_rebuild_requeues_built_and_failed_jobs_first_in_line(master: Master) ->
         builder_sql.create_token(session, "b1")
         builder = builder_sql.get_builder(session, "b1")
         session.flush()
-        claim = queue_sql.claim(session, master.target_ids[X86], builder.id, 60, master.db.is_sqlite)
+        claim = queue_sql.claim(session, master.target_ids[X86], builder.id, 60)
     assert claim is not None and claim.package == "demo"
     assert actions.rebuild(master, "demo==1.0", target=X86).changed == 0  # it is leased now: left alone
 

@@ -65,13 +65,12 @@ def skip(master: Master, spec: str, reason: str, target: str | None = None) -> R
         selected = admin_sql.select_versions(session, name, version)
         if target is None:
             admin_sql.set_skip_reason(session, selected, reason)
-            plan_versions(session, selected.version_ids, master.target_ids, skip_yanked=_skip_yanked(master))
-            changed = len(selected.versions)
+            targets = master.target_ids
         else:
-            tid = admin_sql.target_id(session, target)
-            changed = admin_sql.skip_target_jobs(
-                session, selected.version_ids, tid, f"skipped by an admin: {reason}"
-            )
+            targets = {target: admin_sql.target_id(session, target)}
+            admin_sql.remember_target_skip(session, selected, targets[target], reason)
+        plan_versions(session, selected.version_ids, targets, skip_yanked=_skip_yanked(master))
+        changed = len(selected.versions)
         pending.mark(session, projects=[selected.package.name])
     master.dirty.wakeup.set()
     log.info("skipped %s%s: %s", spec, f" on {target}" if target else "", reason)
@@ -80,19 +79,18 @@ def skip(master: Master, spec: str, reason: str, target: str | None = None) -> R
 
 
 def unskip(master: Master, spec: str, target: str | None = None) -> Result:
-    """Undo ``skip``: the planner decides again, so the jobs are queued unless another rule skips them."""
+    """Undo ``skip`` (without a target: every skip of the selection, on any target); the planner decides
+    again, so the jobs are queued unless another rule skips them."""
     name, version = parse_spec(spec)
     with master.db.write() as session:
         selected = admin_sql.select_versions(session, name, version)
         if target is None:
             admin_sql.set_skip_reason(session, selected, None)
             targets = master.target_ids
-            ids = selected.version_ids
         else:
-            tid = admin_sql.target_id(session, target)
-            targets = {target: tid}
-            ids = admin_sql.skipped_by_admin(session, selected.version_ids, tid)
-        queued = plan_versions(session, ids, targets, skip_yanked=_skip_yanked(master))
+            targets = {target: admin_sql.target_id(session, target)}
+        admin_sql.forget_target_skips(session, selected, targets[target] if target else None)
+        queued = plan_versions(session, selected.version_ids, targets, skip_yanked=_skip_yanked(master))
         pending.mark(session, projects=[selected.package.name])
     master.dirty.wakeup.set()
     return Result((f"unskipped {_what(selected)}: {queued} jobs queued",), queued)

@@ -27,6 +27,7 @@ from wheelmill.db.tables import (
     Package,
     PackageAlias,
     TargetRow,
+    TargetSkip,
     Version,
     utcnow,
 )
@@ -81,29 +82,30 @@ def set_skip_reason(session: Session, selected: Selected, reason: str | None) ->
         selected.package.skip_reason = reason
 
 
-def skip_target_jobs(session: Session, version_ids: Sequence[int], target: int, reason: str) -> int:
-    """Skip the open, unleased jobs of one target; returns how many."""
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.version_id.in_(version_ids),
-            Job.target_id == target,
-            Job.status.in_((JobStatus.queued, JobStatus.waiting)),
-        )
-        .values(status=JobStatus.skipped, reason=reason, not_before=None, updated_at=utcnow())
-    )
-    return result.rowcount
-
-
-def skipped_by_admin(session: Session, version_ids: Sequence[int], target: int) -> list[int]:
-    """Versions whose job for ``target`` is skipped: an unskip re-plans exactly those."""
-    return list(
-        session.scalars(
-            select(Job.version_id).where(
-                Job.version_id.in_(version_ids), Job.target_id == target, Job.status == JobStatus.skipped
-            )
+def remember_target_skip(session: Session, selected: Selected, target: int, reason: str) -> None:
+    """An admin's skip on one target: a named version's is its own, a package's covers its versions
+    to come. Skipping again replaces the reason."""
+    version_id = selected.versions[0].id if selected.named_version else None
+    session.execute(
+        delete(TargetSkip).where(
+            TargetSkip.package_id == selected.package.id,
+            TargetSkip.target_id == target,
+            TargetSkip.version_id.is_(None) if version_id is None else TargetSkip.version_id == version_id,
         )
     )
+    session.add(
+        TargetSkip(package_id=selected.package.id, version_id=version_id, target_id=target, reason=reason)
+    )
+
+
+def forget_target_skips(session: Session, selected: Selected, target: int | None) -> None:
+    """Undo skips on one target (or all): a named version's own, or every one of the package's."""
+    where = [TargetSkip.package_id == selected.package.id]
+    if selected.named_version:
+        where.append(TargetSkip.version_id.in_(selected.version_ids))
+    if target is not None:
+        where.append(TargetSkip.target_id == target)
+    session.execute(delete(TargetSkip).where(*where))
 
 
 def requeue(session: Session, version_ids: Sequence[int], target: int | None) -> int:

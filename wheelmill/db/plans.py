@@ -12,12 +12,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from wheelmill.db import bulk
 from wheelmill.db.jobs import REPLANNABLE, STATUS_BY_OUTCOME
-from wheelmill.db.tables import FeedFile, Job, JobStatus, Package, Source, UpstreamWheel, Version, utcnow
+from wheelmill.db.tables import (
+    FeedFile,
+    Job,
+    JobStatus,
+    Package,
+    Source,
+    TargetRow,
+    TargetSkip,
+    UpstreamWheel,
+    Version,
+    utcnow,
+)
 from wheelmill.planning import Decision, Outcome, VersionFacts
 
 STATUS = {**STATUS_BY_OUTCOME, Outcome.wait: JobStatus.waiting}  # a waiting job with no not_before
@@ -42,6 +53,7 @@ def facts_of_versions(
                     Version.quarantined | Package.quarantined | Version.removed | Package.removed,
                     Package.skip_reason,
                     Version.skip_reason,
+                    Version.package_id,
                 )
                 .join(Package, Package.id == Version.package_id)
                 .where(Version.id.in_(chunk))
@@ -69,8 +81,9 @@ def facts_of_versions(
             )
         ):
             wheels.setdefault(version_id, set()).add(filename)
+    on_targets = _target_skips(conn, {row[-1] for row in rows})
     facts = {}
-    for version_id, released_at, yanked, hidden, package_skip, version_skip in rows:
+    for version_id, released_at, yanked, hidden, package_skip, version_skip, package_id in rows:
         own = sdists.get(version_id, {})
         facts[version_id] = (
             released_at,
@@ -83,9 +96,25 @@ def facts_of_versions(
                 package_skip=package_skip,
                 version_skip=version_skip,
                 details_known=version_id in detailed,
+                target_skips=on_targets.get((package_id, None), {})
+                | on_targets.get((package_id, version_id), {}),
             ),
         )
     return facts
+
+
+def _target_skips(conn: Connection, package_ids: set[int]) -> dict[tuple[int, int | None], dict[str, str]]:
+    """(package id, version id or None for the whole package) -> target tag -> an admin's reason."""
+    found: dict[tuple[int, int | None], dict[str, str]] = {}
+    for chunk in bulk.chunks(sorted(package_ids)):
+        rows = conn.execute(
+            select(TargetSkip.package_id, TargetSkip.version_id, TargetRow.tag, TargetSkip.reason)
+            .join(TargetRow, TargetRow.id == TargetSkip.target_id)
+            .where(TargetSkip.package_id.in_(chunk))
+        )
+        for package_id, version_id, tag, reason in rows:
+            found.setdefault((package_id, version_id), {})[tag] = reason
+    return found
 
 
 def write_decisions_many(

@@ -163,6 +163,18 @@ class TargetRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class TargetSkip(Base):
+    """An admin's "do not build this on that target", kept so the planner remembers it: for new
+    versions of the package (``version_id`` NULL) or for one version whatever replans it."""
+
+    __tablename__ = "target_skips"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    package_id: Mapped[int] = mapped_column(ForeignKey("packages.id", ondelete="CASCADE"), index=True)
+    version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text)
+
+
 class Job(Base):
     """One version x one target. Open jobs form the queue."""
 
