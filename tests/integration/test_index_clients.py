@@ -352,6 +352,11 @@ def test_http_semantics(server: str) -> None:
             == 304
         )
         assert client.get(f"/simple/{NAME}/", headers={"If-None-Match": '"stale"'}).status_code == 200
+        head = client.head(f"/simple/{NAME}/", headers={"Accept": JSON_ACCEPT})
+        assert head.content == b"" and head.headers["content-length"] == str(len(page.content))
+        assert head.headers["etag"] == page.headers["etag"]
+        refused = client.post(f"/simple/{NAME}/", content=b"x")
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
 
         moved = client.get("/simple/Demo_Pure/")
         assert moved.status_code == 301 and moved.headers["location"] == f"/simple/{NAME}/"

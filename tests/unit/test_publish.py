@@ -5,6 +5,7 @@ import os
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
@@ -217,12 +218,15 @@ def test_project_page_escapes_and_instructs(published: Path) -> None:
     ):
         assert f"{command} https://wheels.example.org/simple/ demo-pure" in html
     assert "sudo apt install libfoo1 libbar2" in html
-    links = [a["href"] for a in parse(html).anchors]
-    assert "/logs/7/" in links and "/logs/8/" in links
-    assert f"/files/demo-pure/{WHEEL}" in links
+    # Links within the site are relative, so they work wherever the site is mounted.
+    page_url = "https://wheels.example.org/mirror/project/demo-pure/"
+    links = [urljoin(page_url, a["href"] or "") for a in parse(html).anchors]
+    site = "https://wheels.example.org/mirror"
+    assert f"{site}/logs/7/" in links and f"{site}/logs/8/" in links
+    assert f"{site}/files/demo-pure/{WHEEL}" in links
     assert "a" * 64 in html and "1.2 kB" in html
     assert "missing &lt;libfoo.h&gt;" in html
-    assert f"same file as {WHEEL}" in html and f"/files/demo-pure/{ALIAS}" in links
+    assert f"same file as {WHEEL}" in html and f"{site}/files/demo-pure/{ALIAS}" in links
     assert 'href="/static/wheelmill.css"' in html
     assert 'http-equiv="Content-Security-Policy"' in html
 
@@ -355,7 +359,8 @@ def test_no_external_urls_in_pages(published: Path, publisher: Publisher) -> Non
         for tag in ("src", "href"):
             for value in html.split(f'{tag}="')[1:]:
                 url = value.split('"')[0]
-                assert url.startswith(("/", "data:")) or url == "https://pypi.org/project/demo-pure/", url
+                local = url.startswith(("/", "../", "data:"))
+                assert local or url == "https://pypi.org/project/demo-pure/", url
 
 
 def temp_files(root: Path) -> list[Path]:
