@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import xmlrpc.client
 from collections.abc import Iterator
 
 import pytest
 
 from wheelmill.errors import UpstreamError
 from wheelmill.testing import StandInUpstream
-from wheelmill.upstream.changelog import Changelog
+from wheelmill.upstream.changelog import Changelog, _decode
 from wheelmill.upstream.client import UpstreamClient
 from wheelmill.upstream.events import (
     FileAdded,
@@ -24,6 +25,7 @@ from wheelmill.upstream.events import (
     fold,
     parse,
 )
+from wheelmill.upstream.fastpage import changelog_entries
 
 HISTORY = [(f"proj-{i}", "1.0", 1_700_000_000 - i, "new release") for i in range(7)]
 
@@ -152,3 +154,34 @@ def test_fold_a_removed_project_forgets_what_came_before() -> None:
     )["demo"]
     assert (change.exists, change.wiped, change.quarantined, change.releases) == (False, True, None, {})
     assert not change.wants_details
+
+
+def test_the_fast_page_reader_agrees_with_the_general_decoder() -> None:
+    page = [
+        ("Demo & <Co>", "1.0", 1_700_000_000, "add source file demo-1.0.tar.gz", 7),
+        ("demo", None, -5, "remove project", 8),
+        ("ü-pkg", "", 3, "add py3 file x'y\".whl", 9),
+    ]
+    body = xmlrpc.client.dumps((page,), methodresponse=True, allow_none=True).encode()
+    bare = body.replace(b"<string>demo</string>", b"demo")  # XML-RPC's untyped string
+
+    assert changelog_entries(body) == page
+    assert changelog_entries(bare) == page
+    assert [tuple(entry) for entry in _decode(body)[0]] == page
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        xmlrpc.client.dumps(xmlrpc.client.Fault(-32500, "too many requests"), methodresponse=True).encode(),
+        xmlrpc.client.dumps(([("a", "1", 1, "create", 1, "extra")],), methodresponse=True).encode(),
+        xmlrpc.client.dumps(([("a", "1", 1, "create", 1)],), methodresponse=True).encode()[:-40],
+        xmlrpc.client.dumps(([("a", "1", 1.5, "create", 1)],), methodresponse=True).encode(),
+        xmlrpc.client.dumps(([("a", "1", 1, "create", 1)],), methodresponse=True, encoding="latin-1").encode(
+            "latin-1"
+        ),
+    ],
+    ids=["fault", "six-values", "truncated", "float", "latin-1"],
+)
+def test_the_fast_page_reader_leaves_anything_unusual_to_the_general_decoder(body: bytes) -> None:
+    assert changelog_entries(body) is None

@@ -130,13 +130,17 @@ def apply_changes(session: Session, changes: Mapping[str, ProjectChange]) -> App
     the names the feed gave, without waiting for the JSON API.
     """
     applied = Applied()
+    # Rows are read before they are inserted, so only new ones go through the INSERT: during a first
+    # catch-up most are new, later most are not, and both ways no row is sent for nothing.
+    packages = _packages(session, list(changes))
+    missing = [name for name, change in changes.items() if change.exists and name not in packages]
     bulk.insert_many(
         session,
         Package,
-        [{"name": name, "display_name": c.spelling} for name, c in changes.items() if c.exists],
+        [{"name": name, "display_name": changes[name].spelling} for name in missing],
         ["name"],
     )
-    packages = _packages(session, list(changes))
+    packages.update(_packages(session, missing))
     live = {name: change for name, change in changes.items() if name in packages}
     bulk.insert_many(
         session,
@@ -154,26 +158,24 @@ def apply_changes(session: Session, changes: Mapping[str, ProjectChange]) -> App
         session, bulk.ids(session, select(Version.id).where(Version.package_id.in_(bindparam("ids"))), wiped)
     )
     _apply_package_flags(session, live, packages, applied)
-    bulk.insert_many(
-        session,
-        Version,
-        [
-            {
-                "package_id": packages[name].id,
-                "version": release.version,
-                "canonical": canonical,
-                "released_at": datetime.fromtimestamp(release.timestamp, UTC),
-            }
-            for name, change in live.items()
-            for canonical, release in change.releases.items()
-            if release.exists
-        ],
-        ["package_id", "canonical"],
-    )
     versions = versions_of(session, [packages[name].id for name, change in live.items() if change.releases])
+    new = [
+        {
+            "package_id": packages[name].id,
+            "version": release.version,
+            "canonical": canonical,
+            "released_at": datetime.fromtimestamp(release.timestamp, UTC),
+        }
+        for name, change in live.items()
+        for canonical, release in change.releases.items()
+        if release.exists and (packages[name].id, canonical) not in versions
+    ]
+    bulk.insert_many(session, Version, new, ["package_id", "canonical"])
+    versions.update(versions_of(session, sorted({row["package_id"] for row in new})))
+    created = {versions[row["package_id"], row["canonical"]].id for row in new}
     _apply_version_flags(session, live, packages, versions, applied)
     _remove_files(session, live, applied)
-    announced = _announce_files(session, live, packages, versions)
+    announced = _announce_files(session, live, packages, versions, created)
     _owe_details(session, live, packages, announced)
     applied.changed.update(live)
     return applied
@@ -315,8 +317,10 @@ def _announce_files(
     changes: Mapping[str, ProjectChange],
     packages: Mapping[str, _PackageRow],
     versions: Mapping[tuple[int, str], VersionRow],
+    created: set[int],
 ) -> set[str]:
-    """Record the names of files the batch added; returns the projects with a file not yet detailed."""
+    """Record the names of files the batch added; returns the projects with a file not yet detailed.
+    (A version ``created`` by this batch has no details recorded: its files need no look-up.)"""
     added = {
         filename: (name, versions[packages[name].id, canonical].id, sdist)
         for name, change in changes.items()
@@ -324,10 +328,11 @@ def _announce_files(
         for filename, sdist in release.added.items()
         if (packages[name].id, canonical) in versions
     }
+    known = [filename for filename, (_, version_id, _) in added.items() if version_id not in created]
     detailed: set[str] = set()
     for table in (Source, UpstreamWheel):
         detailed.update(
-            bulk.ids(session, select(table.filename).where(table.filename.in_(bindparam("ids"))), list(added))
+            bulk.ids(session, select(table.filename).where(table.filename.in_(bindparam("ids"))), known)
         )
     fresh = {filename: entry for filename, entry in added.items() if filename not in detailed}
     bulk.insert_many(

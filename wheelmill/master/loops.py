@@ -66,15 +66,14 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
 
     def follow() -> None:
         if settings.follow == "all":
-            changed = follow_changelog(
-                master.db, client, master.target_ids, skip_yanked=settings.skip_yanked
-            ).changed
+            # It marks the pages it changes in the transactions that change them.
+            follow_changelog(master.db, client, master.target_ids, skip_yanked=settings.skip_yanked)
         else:
             changed = watch.poll(
                 master.db, client, master.target_ids, skip_yanked=settings.skip_yanked
             ).changed
-        with master.db.write() as session:
-            pending.mark(session, projects=changed)
+            with master.db.write() as session:
+                pending.mark(session, projects=changed)
         master.dirty.wakeup.set()
 
     def reap() -> None:

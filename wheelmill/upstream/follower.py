@@ -25,11 +25,13 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from wheelmill.db import details, feed
+from sqlalchemy.orm import Session
+
+from wheelmill.db import details, feed, pending
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db.engine import Database
 from wheelmill.db.migrate import upgrade
@@ -50,7 +52,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 @dataclass
 class FollowResult:
-    changed: set[str] = field(default_factory=set)  # canonical names whose pages must be rewritten
+    pages_marked: int = 0  # project pages marked for the publisher (a page may count more than once)
     jobs_queued: int = 0  # jobs that became queued
     events: int = 0  # feed entries applied, ignored ones included
     serial: int = 0  # the serial the feed is applied up to (stored in the database)
@@ -72,7 +74,7 @@ def follow_changelog(
     targets: dict[str, int],
     *,
     skip_yanked: bool,
-    batch_size: int = 10_000,
+    batch_size: int = 50_000,
     details_seconds: float | None = DETAILS_SECONDS,
     details_rate: float | None = DETAILS_RATE,
     workers: int = 4,
@@ -114,10 +116,10 @@ def _apply_batch(
         applied = feed.apply_changes(session, changes)
         queued = plan_versions(session, applied.replan, targets, skip_yanked=skip_yanked)
         feed.save_serial(session, serial)
+        _mark_pages(session, applied.changed, result)
     result.events += len(entries)
     result.serial = serial
     result.jobs_queued += queued
-    result.changed |= applied.changed
     log.debug("applied %d events up to serial %d (%d projects)", len(entries), serial, len(changes))
 
 
@@ -171,8 +173,8 @@ def drain_details(
             with db.write() as session:
                 applied = details.record_details(session, answers)
                 result.jobs_queued += plan_versions(session, applied.replan, targets, skip_yanked=skip_yanked)
+                _mark_pages(session, applied.changed, result)
             result.details_fetched += len(answers)
-            result.changed |= applied.changed
             if on_progress:
                 on_progress(result)
             inflight = upcoming
@@ -181,6 +183,14 @@ def drain_details(
     with db.read() as session:
         result.details_pending = details.count_owed(session)
     return result
+
+
+def _mark_pages(session: Session, projects: set[str], result: FollowResult) -> None:
+    """Tell the publisher in the transaction that changed the pages: a follower killed right after a
+    commit leaves no page stale, and the names need not be held until the end of the feed."""
+    if projects:
+        pending.mark(session, projects=projects)
+        result.pages_marked += len(projects)
 
 
 def _paced(pacer: Pacer, client: UpstreamClient, name: str) -> ReleaseFiles | None:
@@ -246,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--skip-yanked", action="store_true", help="do not build versions yanked when discovered"
     )
-    parser.add_argument("--batch-size", type=int, default=10_000, help="feed events per transaction")
+    parser.add_argument("--batch-size", type=int, default=50_000, help="feed events per transaction")
     parser.add_argument(
         "--details-rate", type=float, default=DETAILS_RATE, help="JSON API requests per second at most"
     )
@@ -271,10 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 details_rate=args.details_rate,
             )
             log.info(
-                "serial %d: %d events, %d projects changed, %d jobs queued, %d details owed",
+                "serial %d: %d events, %d project pages marked, %d jobs queued, %d details owed",
                 result.serial,
                 result.events,
-                len(result.changed),
+                result.pages_marked,
                 result.jobs_queued,
                 result.details_pending,
             )
