@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -57,7 +57,10 @@ class Farm:
         wait_until(lambda: _answers(url), f"the master on {url}", process, timeout=60)
         return process
 
-    def builder(self, name: str, master_url: str | None = None) -> subprocess.Popen[bytes]:
+    def builder(
+        self, name: str, master_url: str | None = None, options: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """Start a builder; ``options`` are more ``wheelmill builder`` options (``--root DIR``)."""
         token = self.cli("token", "create", "--builder", name)
         workdir = self.workdir / f"builder-{name}"
         args = [
@@ -68,6 +71,7 @@ class Farm:
             master_url or self.url,
             "--workdir",
             str(workdir),
+            *options,
         ]
         return self._start(args, self.workdir / f"builder-{name}.log", {"WHEELMILL_TOKEN": token})
 
@@ -135,4 +139,6 @@ def _toml(value: object) -> str:
         return f'"{value}"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml(key)} = {_toml(item)}" for key, item in value.items()) + "}"
     return str(value)

@@ -44,8 +44,24 @@ def cmd_builder(args: argparse.Namespace, settings: Settings) -> int:
     if not token:
         raise WheelmillError("a builder needs its token: --token, --token-file or WHEELMILL_TOKEN")
     return run_builder(
-        settings, master_url=args.master, token=token, workdir=args.workdir, max_jobs=args.max_jobs
+        settings,
+        master_url=args.master,
+        token=token,
+        workdir=args.workdir,
+        max_jobs=args.max_jobs,
+        root=args.root,
     )
+
+
+def cmd_builder_root(args: argparse.Namespace, settings: Settings) -> int:
+    from wheelmill.builder.agent import root_target
+    from wheelmill.rootfs.debootstrap import create_or_update
+
+    done = create_or_update(args.dir, args.arch, args.suite, args.mirror, console)
+    target = root_target(settings.sandbox, args.dir)
+    console.print(f"build root {str(args.dir)!r} {done}: it builds {target}")
+    console.print(f"use it with: wheelmill builder --root {args.dir} --master URL --token TOKEN")
+    return 0
 
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -272,7 +288,22 @@ def build_parser() -> argparse.ArgumentParser:
     builder.add_argument("--token-file", help="read the token from this file")
     builder.add_argument("--workdir", type=Path, default=None, help="scratch space for builds")
     builder.add_argument("--max-jobs", type=int, default=None, help="stop after this many builds")
+    builder.add_argument(
+        "--root", type=Path, default=None, help="build in this root (see builder-root) and claim its target"
+    )
     builder.set_defaults(func=cmd_builder)
+
+    builder_root = sub.add_parser(
+        "builder-root", help="make or update a Debian root of another architecture (armhf) to build in"
+    )
+    builder_root.add_argument("action", choices=["create"], help="create the root, or update it if it exists")
+    builder_root.add_argument("dir", type=Path, metavar="DIR", help="where the root lives")
+    builder_root.add_argument("--arch", default="armhf", help="Debian architecture (default armhf)")
+    builder_root.add_argument("--suite", default="bookworm", help="Debian suite (default bookworm)")
+    builder_root.add_argument(
+        "--mirror", default="http://deb.debian.org/debian", help="Debian mirror (default deb.debian.org)"
+    )
+    builder_root.set_defaults(func=cmd_builder_root)
 
     db = sub.add_parser("db", help="database schema: upgrade to the newest migration, or show it")
     db.add_argument("action", choices=["upgrade", "current"])

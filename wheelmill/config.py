@@ -50,6 +50,11 @@ class Settings:
     platform_aliases: dict[str, list[str]] = _opt(
         {"linux_armv7l": ["linux_armv6l"]}, "platform -> extra platform tags its wheels are published as"
     )
+    target_cflags: dict[str, list[str]] = _opt(
+        {},
+        "target -> C compiler flags of its builds (CFLAGS), e.g. ARMv6 code in linux_armv7l wheels that are "
+        "also published as linux_armv6l: -O2 -march=armv6 -mfpu=vfp -mfloat-abi=hard -marm",
+    )
     merged_index: bool = _opt(True, "list upstream's files beside the farm's on project pages")
     skip_yanked: bool = _opt(False, "do not build versions that are yanked when discovered")
     lease_seconds: float = _opt(120.0, "how long a claim lasts without a heartbeat")
@@ -91,6 +96,14 @@ class Settings:
     @property
     def resolved_targets(self) -> list[Target]:
         return [Target.host() if text == "host" else Target.parse(text) for text in self.targets]
+
+    @property
+    def resolved_cflags(self) -> dict[str, str]:
+        """Target tag -> the CFLAGS its builds get, "host" resolved."""
+        return {
+            str(Target.host() if text == "host" else Target.parse(text)): " ".join(flags)
+            for text, flags in self.target_cflags.items()
+        }
 
 
 def option_help() -> list[tuple[str, str, str]]:
@@ -207,6 +220,12 @@ def _check(values: dict[str, Any]) -> list[str]:
                 Target.parse(text)
             except InvalidTarget as exc:
                 problems.append(f"targets: {exc}")
+    for text in values.get("target_cflags", {}):
+        if text != "host":
+            try:
+                Target.parse(text)
+            except InvalidTarget as exc:
+                problems.append(f"target_cflags: {exc}")
     for key in ("upstream", "base_url"):
         url = values.get(key, "")
         if url and not url.startswith(("http://", "https://")):

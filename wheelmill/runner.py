@@ -42,7 +42,7 @@ def open_master(settings: Settings) -> Master:
     with db.read() as session:
         known = set(target_tags(session))
     with db.write() as session:
-        target_ids = ensure_targets(session, settings.resolved_targets)
+        target_ids = ensure_targets(session, settings.resolved_targets, settings.resolved_cflags)
     for tag in target_ids.keys() - known:  # a target added to the config: plan it over what we know
         queued = plan_target_backfill(db, target_ids[tag], skip_yanked=settings.skip_yanked)
         log.info("new target %s: %d jobs queued over the versions already known", tag, queued)
@@ -153,15 +153,22 @@ def _stop_workers(children: set[int]) -> None:
 
 
 def run_builder(
-    settings: Settings, *, master_url: str, token: str, workdir: Path | None, max_jobs: int | None
+    settings: Settings,
+    *,
+    master_url: str,
+    token: str,
+    workdir: Path | None,
+    max_jobs: int | None,
+    root: Path | None = None,
 ) -> int:
     from wheelmill.builder.agent import BuilderAgent
     from wheelmill.builder.client import MasterClient
     from wheelmill.builder.sandbox import make_sandbox
 
     client = MasterClient(master_url, token)
-    make_sandbox(settings.sandbox)  # "required" refuses to start without bubblewrap; "auto" warns once
-    agent = BuilderAgent(client, settings.sandbox, workdir or settings.data_dir / "builder")
+    # "required" refuses to start without bubblewrap, as does a root without it; "auto" warns once.
+    make_sandbox(settings.sandbox, root=root)
+    agent = BuilderAgent(client, settings.sandbox, workdir or settings.data_dir / "builder", root=root)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping: the running build is handed back to the master")

@@ -2,6 +2,9 @@
 
 A heartbeat thread keeps the lease alive during each build and carries the master's orders:
 ``abort`` (or a lost lease, 409) cancels the build, ``pause`` stops claiming after it.
+
+With a build root (``--root``), the builder builds there and claims the root's target, which it
+learns by running the root's interpreter (under qemu-user for a foreign architecture).
 """
 
 from __future__ import annotations
@@ -18,26 +21,34 @@ from typing import Any
 from wheelmill import __version__
 from wheelmill.builder import building
 from wheelmill.builder.client import MasterClient
+from wheelmill.builder.sandbox import ROOT_PYTHON, make_sandbox
 from wheelmill.errors import LeaseLost, UploadRefused
-from wheelmill.targets import Target
+from wheelmill.targets import TARGET_PROBE, Target
 
 log = logging.getLogger(__name__)
 
 
-def host_info(target: Target, workdir: Path) -> dict[str, Any]:
+def host_info(target: Target, workdir: Path, root: Path | None = None) -> dict[str, Any]:
     """What a builder tells the master about itself when it registers."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         memory = None
+    cpu = f"{platform.machine()} x{os.cpu_count()}"
     return {
         "target": str(target),
         "os": platform.platform(),
-        "cpu": f"{platform.machine()} x{os.cpu_count()}",
+        "cpu": f"{cpu}, building in a {target.platform} root" if root else cpu,
         "memory_bytes": memory,
         "disk_free_bytes": shutil.disk_usage(workdir).free,
         "versions": {"wheelmill": __version__, "python": platform.python_version()},
     }
+
+
+def root_target(sandbox_mode: str, root: Path) -> Target:
+    """The target of a build root: what its own interpreter says, asked inside the sandbox."""
+    sandbox = make_sandbox(sandbox_mode, root=root)
+    return Target.from_probe(sandbox.output([ROOT_PYTHON, "-I", "-c", TARGET_PROBE]))
 
 
 class Heartbeats(threading.Thread):
@@ -89,12 +100,14 @@ class BuilderAgent:
         *,
         python: str = sys.executable,
         target: Target | None = None,
+        root: Path | None = None,
     ) -> None:
         self.client = client
         self.sandbox_mode = sandbox_mode
         self.workdir = workdir.resolve()
-        self.python = python
-        self.target = target or Target.host()
+        self.root = root.resolve() if root else None
+        self.python = ROOT_PYTHON if root else python
+        self.target = target or (root_target(sandbox_mode, root) if root else Target.host())
         self.stop = threading.Event()
         self.current: Heartbeats | None = None
 
@@ -108,7 +121,7 @@ class BuilderAgent:
     def run(self, max_jobs: int | None = None) -> int:
         """Claim and build until stopped (or ``max_jobs`` builds); returns builds done."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        registered = self.client.register(host_info(self.target, self.workdir))
+        registered = self.client.register(host_info(self.target, self.workdir, self.root))
         log.info("registered as %s for %s", registered["name"], self.target)
         done = 0
         while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
@@ -131,7 +144,9 @@ class BuilderAgent:
         )
         try:
             self.current = beats
-            outcome = building.build(job, workdir, self.sandbox_mode, self.python, beats.cancel)
+            outcome = building.build(
+                job, workdir, self.sandbox_mode, self.python, beats.cancel, root=self.root
+            )
             if beats.lost:
                 return
             if (

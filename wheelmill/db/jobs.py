@@ -7,7 +7,7 @@ short sequence of them, run inside the caller's transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -66,8 +66,11 @@ class Claim:
     remedy: str | None
 
 
-def ensure_targets(session: Session, targets: Iterable[Target]) -> dict[str, int]:
-    """Rows for the configured targets; returns tag -> id."""
+def ensure_targets(
+    session: Session, targets: Iterable[Target], cflags: Mapping[str, str] | None = None
+) -> dict[str, int]:
+    """Rows for the configured targets, with their compiler flags when given (tag -> CFLAGS, a target
+    left out has none); returns tag -> id."""
     ids: dict[str, int] = {}
     for target in targets:
         row = session.scalar(select(TargetRow).where(TargetRow.tag == str(target)))
@@ -76,7 +79,9 @@ def ensure_targets(session: Session, targets: Iterable[Target]) -> dict[str, int
                 tag=str(target), python_version=target.python_version_text, platform=target.platform
             )
             session.add(row)
-            session.flush()
+        if cflags is not None:
+            row.cflags = cflags.get(str(target))
+        session.flush()
         ids[str(target)] = row.id
     return ids
 

@@ -116,7 +116,7 @@ _UPDATE = (
 
 
 def _check_tools() -> None:
-    """Everything missing at once: root, debootstrap, bubblewrap."""
+    """Everything missing at once: root, debootstrap, and bubblewrap, which builds will need."""
     problems = []
     if os.geteuid() != 0:
         problems.append("debootstrap and binfmt_misc need root: run this with sudo")
@@ -135,14 +135,10 @@ def _first_stage(root: Path, info: RootInfo) -> list[str]:
 
 
 def _in_root(root: Path, argv: list[str]) -> list[str]:
-    """argv run as root with ``root`` as /, its own /proc and /dev, this machine's network.
-
-    bubblewrap rather than chroot: its mounts go away with it, even when the command is killed.
-    """
+    """argv run as root in ``root`` (chroot, as debootstrap itself does), with a clean environment."""
     return [
-        "bwrap", "--bind", str(root), "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-        "--unshare-pid", "--die-with-parent", "--cap-add", "ALL", "--",
-        "/usr/bin/env", "-i", f"PATH={ROOT_PATH}", "DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8", *argv,
+        "chroot", str(root), "/usr/bin/env", "-i", f"PATH={ROOT_PATH}", "DEBIAN_FRONTEND=noninteractive",
+        "LANG=C.UTF-8", *argv,
     ]  # fmt: skip
 
 
