@@ -10,7 +10,6 @@ import os
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from packaging.utils import is_normalized_name
 
@@ -35,10 +34,6 @@ from wheelmill.publish.writer import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _json(document: Any) -> bytes:
-    return simple.COMPACT_JSON.encode(document).encode()
 
 
 def missing_log_pages(output_dir: Path, build_ids: Iterable[int]) -> list[int]:
@@ -100,7 +95,7 @@ class Publisher:
         }
         project_pages = {
             "index.html": self.pages.project(page).encode(),
-            "json/index.json": _json(project_document(page)),
+            "json/index.json": simple.dump_json(project_document(page)),
         }
         root = self._root
         write_directory_atomic(f"{root}/simple/{name}", simple_pages)

@@ -11,19 +11,18 @@ Jinja2 render with autoescaping cost five times as much as the string building (
 """
 
 import itertools
-import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+import orjson
 from jinja2 import Environment
 
 from wheelmill.publish.model import IndexFile, ProjectIndex
 
 API_VERSION = "1.1"  # PEP 700; clients ignore the PEP 708 `tracks` keys they do not know
 _CHUNK_CHARS = 1 << 16
-COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once, not per page
 
 
 def upload_time(moment: datetime) -> str:
@@ -86,9 +85,18 @@ def project_context(index: ProjectIndex) -> dict[str, Any]:
     }
 
 
+def dump_json(document: Any) -> bytes:
+    """Compact UTF-8 JSON, the bytes `json.dumps(separators=(",", ":"), ensure_ascii=False)` makes.
+
+    orjson, because a full publish encodes 350,000 JSON pages and the standard library took
+    seven times as long (0.135 ms against 0.019 ms a project's two documents).
+    """
+    return orjson.dumps(document)
+
+
 def render_project_json(context: dict[str, Any]) -> bytes:
     """The PEP 691 JSON page."""
-    return COMPACT_JSON.encode(context).encode()
+    return dump_json(context)
 
 
 def _anchor(file: dict[str, Any]) -> str:
@@ -141,16 +149,16 @@ def json_array_chunks(head: str, items: Iterable[Any], tail: str) -> Iterator[by
     than one per item, and memory stays bounded for the 175,000-project lists.
     """
     yield head.encode()
-    iterator, separator = iter(items), ""
+    iterator, separator = iter(items), b""
     while batch := list(itertools.islice(iterator, 1000)):
-        yield (separator + COMPACT_JSON.encode(batch)[1:-1]).encode()
-        separator = ","
+        yield separator + dump_json(batch)[1:-1]
+        separator = b","
     yield tail.encode()
 
 
 def root_json_chunks(names: Iterable[str], last_serial: int) -> Iterator[bytes]:
     """The PEP 691 root index, streamed."""
-    meta = COMPACT_JSON.encode({"api-version": API_VERSION, "_last-serial": last_serial})
+    meta = dump_json({"api-version": API_VERSION, "_last-serial": last_serial}).decode()
     return json_array_chunks(f'{{"meta":{meta},"projects":[', ({"name": name} for name in names), "]}")
 
 
