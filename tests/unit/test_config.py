@@ -71,3 +71,22 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     broken.write_text("listen = \n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_settings(broken, environ={})
+
+
+def test_compiler_flags_per_target(tmp_path: Path) -> None:
+    config = tmp_path / "farm.toml"
+    config.write_text(
+        'targets = ["host", "cp311-cp311-linux_armv7l"]\n'
+        'target_cflags = {"cp311-cp311-linux_armv7l" = ["-march=armv6", "-marm"], host = ["-O3"]}\n'
+    )
+    settings = load_settings(config, environ={})
+    assert settings.resolved_cflags == {
+        "cp311-cp311-linux_armv7l": "-march=armv6 -marm",
+        str(Target.host()): "-O3",
+    }
+    from_environment = load_settings(
+        environ={"WHEELMILL_TARGET_CFLAGS": "cp311-cp311-linux_armv7l=-O2+-marm"}
+    )
+    assert from_environment.resolved_cflags == {"cp311-cp311-linux_armv7l": "-O2 -marm"}
+    with pytest.raises(ConfigError, match="target_cflags: target 'armv6' is not PYTHON-ABI-PLATFORM"):
+        load_settings(environ={"WHEELMILL_TARGET_CFLAGS": "armv6=-marm"})

@@ -1,10 +1,13 @@
 """Targets and what they can install."""
 
+import subprocess
+import sys
+
 import pytest
 from packaging.utils import parse_wheel_filename
 
 from wheelmill.errors import InvalidTarget
-from wheelmill.targets import Target
+from wheelmill.targets import TARGET_PROBE, Target
 
 ARMV7 = Target.parse("cp311-cp311-linux_armv7l")
 
@@ -40,3 +43,16 @@ def test_host_target_is_what_setuptools_builds_here() -> None:
 def test_bad_targets_are_refused(text: str) -> None:
     with pytest.raises(InvalidTarget):
         Target.parse(text)
+
+
+def test_another_interpreter_reports_its_target_as_host_would() -> None:
+    """The probe a builder runs in a build root's interpreter gives this machine's target here."""
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", TARGET_PROBE], capture_output=True, text=True, check=True
+    )
+    assert Target.from_probe("some noise\n" + done.stdout) == Target.host()
+
+
+def test_a_probe_that_says_nothing_is_an_error() -> None:
+    with pytest.raises(InvalidTarget, match=r"did not say its target.*Exec format error"):
+        Target.from_probe("bwrap: execvp /usr/bin/python3: Exec format error\n")

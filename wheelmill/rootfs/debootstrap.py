@@ -71,8 +71,6 @@ def read_info(root: Path) -> RootInfo | None:
 def create_or_update(root: Path, arch: str, suite: str, mirror: str, console: Console) -> str:
     """Make the root at ``root``, or bring an existing one up to date; returns "created" or "updated"."""
     emulation = emulation_for(arch)
-    _check_tools()
-    ensure_registered(emulation)
     root = root.resolve()
     info = read_info(root)
     if info is not None and (info.arch, info.suite) != (arch, suite):
@@ -82,6 +80,8 @@ def create_or_update(root: Path, arch: str, suite: str, mirror: str, console: Co
         raise RootError(
             f"{str(root)!r} is neither empty nor a wheelmill build root; choose another directory"
         )
+    _check_tools()
+    ensure_registered(emulation)
     wanted = RootInfo(arch, suite, mirror, PACKAGES, importlib.metadata.version("uv"))
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=False) as progress:
