@@ -15,8 +15,20 @@ from typing import Any, NamedTuple
 
 from packaging.version import InvalidVersion
 from packaging.version import Version as PEP440Version
-from sqlalchemy import ColumnElement, Date, Executable, Row, bindparam, case, func, null, select, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Executable,
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    null,
+    select,
+    union_all,
+)
+from sqlalchemy.orm import Session, aliased
 
 from wheelmill.db import downloads
 from wheelmill.db.jobs import queue_depth
@@ -93,10 +105,10 @@ _IDS = bindparam("ids", expanding=True)
 _VERSIONS = select(
     Version.id, Version.package_id, Version.version, Version.canonical, Version.yanked, Version.yanked_reason
 ).where(Version.package_id.in_(_IDS), Version.removed.is_(False), Version.quarantined.is_(False))
+_ALIASED = aliased(File)  # the file an alias shares its bytes with
 _FARM_FILES = (
     select(
         Version.package_id,
-        File.id,
         File.version_id,
         File.build_id,
         File.filename,
@@ -105,11 +117,12 @@ _FARM_FILES = (
         File.size,
         File.requires_python,
         File.metadata_sha256,
-        File.alias_of,
+        _ALIASED.filename,
         File.apt_packages,
         File.created_at,
     )
     .join(Version, Version.id == File.version_id)
+    .outerjoin(_ALIASED, and_(_ALIASED.id == File.alias_of, _ALIASED.broken.is_(None)))
     .where(Version.package_id.in_(_IDS), File.broken.is_(None))
 )
 _UPSTREAM_FILES = union_all(
@@ -262,20 +275,27 @@ class _Versions(NamedTuple):
 
     by_package: dict[int, list[tuple[int, str]]]  # package id -> [(version id, upstream spelling)]
     text: dict[int, str]  # version id -> upstream spelling
-    rank: dict[int, int]  # version id -> its place in PEP 440 order among all of them
+    rank: dict[int, int]  # version id -> its place in PEP 440 order among its package's versions
     yank: dict[int, str | None]  # version id -> None: not yanked; else the reason ("" for none given)
 
 
 def _versions(session: Session, package_ids: list[int]) -> _Versions:
     rows = _rows(session, _VERSIONS, package_ids)
     found = _Versions(defaultdict(list), {}, {}, {})
-    for version_id, package_id, text, _, yanked, reason in rows:
+    canonical: dict[int, str] = {}
+    for version_id, package_id, text, spelling, yanked, reason in rows:
         found.by_package[package_id].append((version_id, text))
         found.text[version_id] = text
         found.yank[version_id] = (reason or "") if yanked else None
-    # One sort with the costly PEP 440 keys; every later sort compares integers.
-    by_key = sorted(rows, key=lambda row: _version_key(row.canonical))
-    found.rank.update((row.id, rank) for rank, row in enumerate(by_key))
+        canonical[version_id] = spelling
+    # Ranks only order versions within their package: most packages have one or two versions,
+    # and a lone version needs no costly PEP 440 parse. Every later sort compares integers.
+    for versions in found.by_package.values():
+        if len(versions) == 1:
+            found.rank[versions[0][0]] = 0
+            continue
+        by_key = sorted(versions, key=lambda version: _version_key(canonical[version[0]]))
+        found.rank.update((version_id, rank) for rank, (version_id, _) in enumerate(by_key))
     return found
 
 
@@ -284,11 +304,9 @@ def _farm_files(
 ) -> dict[int, tuple[list[IndexFile], list[tuple[int, FarmFile]]]]:
     """By package id: its served farm files as index entries, and as page rows with their
     version's rank. Files of unpublished versions are left out."""
-    rows = _rows(session, _FARM_FILES, list(names))
-    filenames = {row.id: row.filename for row in rows}
     found: dict[int, tuple[list[IndexFile], list[tuple[int, FarmFile]]]] = {}
-    for row in rows:
-        package_id, _, version_id, build, filename, target, sha256, size, requires, meta, alias, apt, at = row
+    for row in _rows(session, _FARM_FILES, list(names)):
+        package_id, version_id, build, filename, target, sha256, size, requires, meta, alias, apt, at = row
         if version_id not in versions.text:
             continue
         url = file_url(names[package_id], filename)
@@ -306,7 +324,7 @@ def _farm_files(
             build,
             tuple(apt or ()),
             None,
-            filenames.get(alias) if alias is not None else None,  # an alias names the file it shares
+            alias,  # an alias names the file it shares
         )
         page_files.append((versions.rank[version_id], page_file))
     return found
