@@ -24,6 +24,7 @@ from elftools.elf.elffile import ELFFile
 from tests.conftest import WHEELHOUSE
 from tests.farm import Farm, wait_until
 from tests.helpers import client_env
+from wheelmill.builder.sandbox import ROOT_PYTHON, make_sandbox
 from wheelmill.rootfs.debootstrap import read_info
 from wheelmill.targets import Target
 from wheelmill.testing import StandInUpstream
@@ -40,15 +41,17 @@ JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 def armhf_root() -> Path:
     """The cached root if it is finished and current, else a fresh one (a broken one is started over)."""
     info = read_info(ROOT)
-    if info is None or (info.arch, info.suite, info.uv) != ("armhf", "bookworm", importlib.metadata.version("uv")):
+    current = ("armhf", "bookworm", importlib.metadata.version("uv"))
+    if info is None or (info.arch, info.suite, info.uv) != current:
         if info is None:
             shutil.rmtree(ROOT, ignore_errors=True)
         command = [sys.executable, "-m", "wheelmill", "builder-root", "create", "--arch", "armhf", str(ROOT)]
-        subprocess.run(command, check=True)
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n", "--preserve-env=PATH"]  # as .ci/run installs
+        subprocess.run([*sudo, *command], check=True)
     return ROOT
 
 
-def so_headers(wheel: bytes) -> list[tuple[str, str, int]]:
+def so_headers(wheel: bytes) -> list[tuple[int, str, int]]:
     """(ELF class bits, machine, EABI version) of each shared object in a wheel."""
     found = []
     with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
@@ -57,6 +60,18 @@ def so_headers(wheel: bytes) -> list[tuple[str, str, int]]:
                 elf = ELFFile(io.BytesIO(archive.read(name)))
                 found.append((elf.elfclass, elf.header.e_machine, elf.header.e_flags >> 24))
     return found
+
+
+def test_the_root_runs_arm_programs_inside_the_same_sandbox(armhf_root: Path) -> None:
+    """As the sandbox's user, with none of this machine's private files and no network."""
+    script = (
+        "import os, platform, socket\n"
+        "print(platform.machine(), os.getuid(), os.path.exists('/root/.cache'), os.path.exists('/work'))\n"
+        "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=3)\n    print('network')\n"
+        "except OSError:\n    print('no-network')\n"
+    )
+    output = make_sandbox("required", root=armhf_root).output([ROOT_PYTHON, "-I", "-c", script])
+    assert output.split() == ["armv7l", "1000", "False", "False", "no-network"]
 
 
 def test_a_farm_builds_a_c_extension_for_the_host_and_for_armv7l(
@@ -77,7 +92,9 @@ def test_a_farm_builds_a_c_extension_for_the_host_and_for_armv7l(
             page = index.get("/simple/democ/", headers=JSON)
             return {entry["filename"] for entry in page.json()["files"]} if page.status_code == 200 else set()
 
-        wait_until(lambda: wanted <= listed(), "both wheels and the armv6l alias", master, *builders, timeout=900)
+        wait_until(
+            lambda: wanted <= listed(), "both wheels and the armv6l alias", master, *builders, timeout=900
+        )
 
         # The armv7l builder claimed the root's target, which it learnt from the root's interpreter.
         assert sorted(farm.query("SELECT name, target FROM builders")) == [("host-1", host), ("pi-1", V7)]
@@ -87,7 +104,9 @@ def test_a_farm_builds_a_c_extension_for_the_host_and_for_armv7l(
 
         # The alias is the same file under the armv6l name: one inode.
         files = tmp_path / "data" / "www" / "files" / "democ"
-        assert os.path.samefile(files / f"democ-1.0-{V7}.whl", files / "democ-1.0-cp311-cp311-linux_armv6l.whl")
+        assert os.path.samefile(
+            files / f"democ-1.0-{V7}.whl", files / "democ-1.0-cp311-cp311-linux_armv6l.whl"
+        )
 
         # The ARM build used the target's ARMv6 flags and says so, in its record and in its log.
         [(environment, build_id)] = farm.query(
@@ -96,7 +115,9 @@ def test_a_farm_builds_a_c_extension_for_the_host_and_for_armv7l(
         )
         environment = json.loads(environment) if isinstance(environment, str) else environment
         assert environment["cflags"] == " ".join(ARMV6_CFLAGS)
-        assert environment["os"].startswith("Debian GNU/Linux 12") and environment["python"] == "CPython 3.11.2"
+        assert (
+            environment["os"].startswith("Debian GNU/Linux 12") and environment["python"] == "CPython 3.11.2"
+        )
         log_page = index.get(f"/logs/{build_id}/")
         assert "-march=armv6" in log_page.text and "smoke test passed" in log_page.text
 
