@@ -327,8 +327,8 @@ def naive_and_claim_ms(url: str) -> tuple[float, float]:
     claims = []
     for _ in range(50):
         started = time.perf_counter()
-        with db.write() as session:
-            queue_sql.claim(session, 1, 1, 120, db.is_sqlite)
+        with db.transaction() as tx:
+            queue_sql.claim(tx, 1, 1, 120)
         claims.append((time.perf_counter() - started) * 1000)
     db.dispose()
     return statistics.median(naive), statistics.median(claims)

@@ -33,7 +33,7 @@ def test_queue_builds_builders_follower_and_refusals(master: Master) -> None:
         builder = builder_sql.get_builder(session, "b1")
         session.flush()
         builder_sql.touch(session, builder.id)
-        claim = queue_sql.claim(session, master.target_ids[X86], builder.id, 60, master.db.is_sqlite)
+        claim = queue_sql.claim(session, master.target_ids[X86], builder.id, 60)
         assert claim is not None
         build = session.get_one(Build, claim.build_id)
         build.status, build.failure_reason = BuildStatus.failed, "missing_library"

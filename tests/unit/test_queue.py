@@ -51,7 +51,7 @@ def make_builder(db: Database, name: str) -> int:
 
 def claim(db: Database, target: int, builder: int, lease: float = 60) -> queue_sql.Claim | None:
     with db.write() as session:
-        return queue_sql.claim(session, target, builder, lease, db.is_sqlite)
+        return queue_sql.claim(session, target, builder, lease)
 
 
 @pytest.fixture

@@ -3,18 +3,93 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
+import json
 import os
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from psycopg.types.json import Json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 _WRITE = "wheelmill_write"
+
+
+class Statement:
+    """One hot-path statement, written once with ``:name`` parameters, run on the driver itself.
+
+    SQLAlchemy spends about 0.2 ms of CPU on each statement it executes (compiling from its cache,
+    processing parameters and results, events); a claim or a completion is a few statements, so
+    that overhead was most of the master's work per job. These statements skip it.
+    """
+
+    def __init__(self, sqlite: str | None, *, postgresql: str | None = None) -> None:
+        self.sqlite = sqlite
+        # psycopg's paramstyle is %(name)s, and a literal % must be doubled.
+        self.postgresql = _PARAMETER.sub(r"%(\1)s", (postgresql or sqlite or "").replace("%", "%%"))
+
+    @classmethod
+    def postgresql_only(cls, sql: str) -> Statement:
+        return cls(None, postgresql=sql)
+
+
+_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+class Transaction:
+    """A transaction on the driver's connection (sqlite3 or psycopg), for :class:`Statement` s."""
+
+    def __init__(self, connection: Any, is_sqlite: bool) -> None:
+        self.connection = connection
+        self.is_sqlite = is_sqlite
+
+    @classmethod
+    def of(cls, session: Session) -> Transaction:
+        """The transaction a Session is in, so callers holding one can run hot-path statements."""
+        conn = session.connection()
+        return cls(conn.connection.driver_connection, conn.dialect.name == "sqlite")
+
+    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
+        """Statements whose results nobody reads, sent to PostgreSQL in one round trip."""
+        return contextlib.nullcontext() if self.is_sqlite else self.connection.pipeline()
+
+    def execute(self, statement: Statement, params: Mapping[str, Any]) -> Any:
+        """Run ``statement``; returns the driver's cursor (``fetchone``, ``rowcount``)."""
+        cursor = self.connection.cursor()
+        if self.is_sqlite:
+            if statement.sqlite is None:
+                raise TypeError(f"a PostgreSQL-only statement run on SQLite: {statement.postgresql!r}")
+            cursor.execute(statement.sqlite, {k: _sqlite_value(v) for k, v in params.items()})
+        else:
+            cursor.execute(statement.postgresql, {k: _postgresql_value(v) for k, v in params.items()})
+        return cursor
+
+
+def _sqlite_value(value: Any) -> Any:
+    # The formats SQLAlchemy's SQLite types store, so both kinds of access read each other's rows.
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def _postgresql_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict | list):
+        return Json(value)
+    return value
 
 
 class WriterLock:
@@ -97,6 +172,22 @@ class Database:
             with conn, Session(bind=conn) as session, conn.begin():
                 yield session
                 session.flush()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A read-write transaction on the driver's connection, for the hot path's Statements."""
+        with self._writer_lock:
+            raw = self.engine.raw_connection()
+            try:
+                if self.is_sqlite:
+                    raw.driver_connection.execute("BEGIN IMMEDIATE")
+                yield Transaction(raw.driver_connection, self.is_sqlite)
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            finally:
+                raw.close()
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -11,9 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Update, and_, bindparam, func, insert, select, text, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
+from wheelmill.db.engine import Statement, Transaction
 from wheelmill.db.tables import (
     OPEN_JOB_STATES,
     Build,
@@ -39,11 +40,6 @@ STATUS_BY_OUTCOME = {
     Outcome.skip: JobStatus.skipped,
     Outcome.covered: JobStatus.covered,
 }
-
-
-# A literal, not a bound parameter: only then can SQLite (and PostgreSQL's generic plans) prove the
-# query matches the partial claim index ``WHERE status = 'queued'``.
-QUEUED = text("jobs.status = 'queued'")
 
 
 @dataclass(frozen=True)
@@ -164,101 +160,78 @@ def cancel_open_jobs(session: Session, version_ids: Sequence[int], reason: str) 
     return list(rows)
 
 
-def _claim_statement(skip_locked: bool) -> Update:
-    """Built once per backend: on the hot path only the parameters change."""
-    jobs = Job.__table__
-    best = (
-        select(jobs.c.id)
-        .where(jobs.c.target_id == bindparam("target"), QUEUED)
-        .order_by(jobs.c.priority.desc(), jobs.c.released_at.desc(), jobs.c.id)
-        .limit(1)
-    )
-    if skip_locked:
-        best = best.with_for_update(skip_locked=True)
-    return (
-        update(jobs)
-        .where(jobs.c.id == best.scalar_subquery())
-        .values(
-            status=JobStatus.leased,
-            lease_id=bindparam("lease_id"),
-            lease_expires=bindparam("expires"),
-            builder_id=bindparam("builder"),
-            attempts=jobs.c.attempts + 1,
-            updated_at=bindparam("now"),
-        )
-        .returning(jobs.c.id, jobs.c.version_id, jobs.c.remedy)
-    )
-
-
-_CLAIM = {True: _claim_statement(skip_locked=False), False: _claim_statement(skip_locked=True)}
-_NEW_BUILD = (
-    insert(Build.__table__)
-    .values(
-        job_id=bindparam("job_id"),
-        builder_id=bindparam("builder"),
-        lease_id=bindparam("lease_id"),
-        status=BuildStatus.running,
-        started_at=bindparam("now"),
-    )
-    .returning(Build.__table__.c.id)
+# The literal 'queued' (not a parameter) lets SQLite and PostgreSQL's generic plans prove the
+# query matches the partial claim index ``WHERE status = 'queued'``; the subquery reads that
+# index in order and stops at its first row.
+_CLAIM_SQL = """
+UPDATE jobs SET status = 'leased', lease_id = :lease, lease_expires = :expires, builder_id = :builder,
+    attempts = attempts + 1, updated_at = :now
+WHERE id = (
+    SELECT id FROM jobs WHERE target_id = :target AND status = 'queued'
+    ORDER BY priority DESC, released_at DESC, id LIMIT 1 {lock}
 )
-_CLAIM_INFO = (
-    select(
-        Package.name,
-        Version.version,
-        Version.canonical,
-        TargetRow.tag,
-        TargetRow.cflags,
-        Source.url,
-        Source.filename,
-        Source.sha256,
-        Source.size,
+RETURNING id, version_id, remedy
+"""
+_CLAIM = Statement(_CLAIM_SQL.format(lock=""))
+_NEW_BUILD = Statement(
+    "INSERT INTO builds (job_id, builder_id, lease_id, status, started_at) "
+    "VALUES (:job, :builder, :lease, 'running', :now) RETURNING id"
+)
+_CLAIM_INFO_SQL = """
+SELECT p.name, v.version, v.canonical, t.tag, t.cflags, s.url, s.filename, s.sha256, s.size
+FROM {versions}
+JOIN packages p ON p.id = v.package_id
+JOIN sources s ON s.version_id = v.id
+JOIN targets t ON t.id = :target
+WHERE v.id = {version}
+ORDER BY s.yanked, s.filename LIKE '%.tar.gz' DESC, s.id
+LIMIT 1
+"""
+_CLAIM_INFO = Statement(_CLAIM_INFO_SQL.format(versions="versions v", version=":version"))
+# PostgreSQL is a round trip away: the same three steps in one statement. Two masters' claims
+# skip each other's row (SKIP LOCKED) instead of queueing on it.
+_CLAIM_ONE_TRIP = Statement.postgresql_only(
+    "WITH claimed AS ("
+    + _CLAIM_SQL.format(lock="FOR UPDATE SKIP LOCKED")
+    + "), build AS (INSERT INTO builds (job_id, builder_id, lease_id, status, started_at) "
+    "SELECT id, :builder, :lease, 'running', :now FROM claimed RETURNING id) "
+    + _CLAIM_INFO_SQL.replace("SELECT", "SELECT claimed.id, build.id, claimed.remedy,", 1).format(
+        versions="claimed CROSS JOIN build JOIN versions v ON v.id = claimed.version_id",
+        version="claimed.version_id",
     )
-    .join(Version, Version.package_id == Package.id)
-    .join(Source, Source.version_id == Version.id)
-    .join(TargetRow, TargetRow.id == bindparam("target"))
-    .where(Version.id == bindparam("version_id"))
-    .order_by(Source.yanked, Source.filename.like("%.tar.gz").desc(), Source.id)
-    .limit(1)
 )
 
 
-def claim(session: Session, target: int, builder: int, lease_seconds: float, is_sqlite: bool) -> Claim | None:
+def claim(tx: Transaction | Session, target: int, builder: int, lease_seconds: float) -> Claim | None:
     """Lease the best open job of ``target`` to ``builder``: highest priority, then newest release.
 
     One indexed UPDATE: PostgreSQL skips rows other claims hold (``FOR UPDATE SKIP LOCKED``);
-    SQLite callers hold the write lock already (``BEGIN IMMEDIATE``).
+    SQLite writers hold the write lock already (``BEGIN IMMEDIATE``).
     """
+    tx = _transaction(tx)
     now = utcnow()
-    params = {
-        "target": target,
-        "builder": builder,
-        "lease_id": str(uuid.uuid4()),
-        "expires": now + timedelta(seconds=lease_seconds),
-        "now": now,
-    }
-    conn = session.connection()
-    row = conn.execute(_CLAIM[is_sqlite], params).first()
+    lease_id = str(uuid.uuid4())
+    expires = now + timedelta(seconds=lease_seconds)
+    params = {"target": target, "builder": builder, "lease": lease_id, "expires": expires, "now": now}
+    if not tx.is_sqlite:
+        row = tx.execute(_CLAIM_ONE_TRIP, params).fetchone()
+        if row is None:
+            return None
+        job_id, build_id, remedy, *info = row
+        return Claim(job_id, build_id, lease_id, expires, *info, remedy=remedy)
+    row = tx.execute(_CLAIM, params).fetchone()
     if row is None:
         return None
-    build_id = conn.execute(_NEW_BUILD, {**params, "job_id": row.id}).scalar_one()
-    info = conn.execute(_CLAIM_INFO, {"target": target, "version_id": row.version_id}).one()
-    return Claim(
-        job_id=row.id,
-        build_id=build_id,
-        lease_id=params["lease_id"],
-        lease_expires=params["expires"],
-        package=info.name,
-        version=info.version,
-        canonical_version=info.canonical,
-        target=info.tag,
-        cflags=info.cflags,
-        source_url=info.url,
-        source_filename=info.filename,
-        source_sha256=info.sha256,
-        source_size=info.size,
-        remedy=row.remedy,
-    )
+    job_id, version_id, remedy = row
+    (build_id,) = tx.execute(
+        _NEW_BUILD, {"job": job_id, "builder": builder, "lease": lease_id, "now": now}
+    ).fetchone()
+    info = tx.execute(_CLAIM_INFO, {"target": target, "version": version_id}).fetchone()
+    return Claim(job_id, build_id, lease_id, expires, *info, remedy=remedy)
+
+
+def _transaction(tx: Transaction | Session) -> Transaction:
+    return Transaction.of(tx) if isinstance(tx, Session) else tx
 
 
 @dataclass(frozen=True)
@@ -271,44 +244,32 @@ class Lease:
     build_id: int
     package: str
     version: str
-    remedy: str | None
+    remedy: str | None  # the build requirement this job's builds are given, if any
 
 
-_LEASE = (
-    select(
-        Job.id,
-        Job.version_id,
-        Job.target_id,
-        Job.remedy,
-        Build.id.label("build_id"),
-        Package.name,
-        Version.version,
-    )
-    .join(Build, Build.lease_id == Job.lease_id)
-    .join(Version, Version.id == Job.version_id)
-    .join(Package, Package.id == Version.package_id)
-    .where(
-        Job.lease_id == bindparam("lease_id"),
-        Job.builder_id == bindparam("builder"),
-        text("jobs.status = 'leased'"),
-        Job.lease_expires > bindparam("now"),
-    )
-)
-_LOCKED_LEASE = _LEASE.with_for_update(of=Job.__table__)
+_LEASE_SQL = """
+SELECT j.id, j.version_id, j.target_id, b.id, p.name, v.version, j.remedy
+FROM jobs j
+JOIN builds b ON b.lease_id = j.lease_id
+JOIN versions v ON v.id = j.version_id
+JOIN packages p ON p.id = v.package_id
+WHERE j.lease_id = :lease AND j.builder_id = :builder AND j.status = 'leased' AND j.lease_expires > :now
+"""
+_LEASE = Statement(_LEASE_SQL)
+_LOCKED_LEASE = Statement(_LEASE_SQL, postgresql=_LEASE_SQL + "FOR UPDATE OF j")
 
 
-def lease(session: Session, lease_id: str, builder: int, *, lock: bool = False) -> Lease:
+def lease(tx: Transaction | Session, lease_id: str, builder: int, *, lock: bool = False) -> Lease:
     """The live lease ``lease_id`` of ``builder`` in one indexed query; LeaseLost if it is gone.
 
     ``lock`` holds the job's row until the transaction ends (PostgreSQL; SQLite writers hold the
     whole database), so a reaper or admin cannot take the lease between this check and the write.
     """
-    row = session.execute(
-        _LOCKED_LEASE if lock else _LEASE, {"lease_id": lease_id, "builder": builder, "now": utcnow()}
-    ).first()
+    params = {"lease": lease_id, "builder": builder, "now": utcnow()}
+    row = _transaction(tx).execute(_LOCKED_LEASE if lock else _LEASE, params).fetchone()
     if row is None:
         raise LeaseLost(f"lease {lease_id!r} expired or was replaced")
-    return Lease(row.id, row.version_id, row.target_id, row.build_id, row.name, row.version, row.remedy)
+    return Lease(*row)
 
 
 def leased_job(session: Session, lease_id: str, builder: int) -> Job:
@@ -328,45 +289,39 @@ def leased_job(session: Session, lease_id: str, builder: int) -> Job:
     return job
 
 
-_EXTEND = (
-    update(Job.__table__)
-    .where(
-        Job.__table__.c.lease_id == bindparam("lease"),
-        Job.__table__.c.builder_id == bindparam("builder"),
-        text("jobs.status = 'leased'"),
-        Job.__table__.c.lease_expires > bindparam("now"),
-    )
-    .values(lease_expires=bindparam("expires"))
+_EXTEND = Statement(
+    "UPDATE jobs SET lease_expires = :expires "
+    "WHERE lease_id = :lease AND builder_id = :builder AND status = 'leased' AND lease_expires > :now"
 )
 
 
-def extend_lease(session: Session, lease_id: str, builder: int, lease_seconds: float) -> datetime:
+def extend_lease(tx: Transaction | Session, lease_id: str, builder: int, lease_seconds: float) -> datetime:
     now = utcnow()
     expires = now + timedelta(seconds=lease_seconds)
     params = {"lease": lease_id, "builder": builder, "now": now, "expires": expires}
-    if session.connection().execute(_EXTEND, params).rowcount != 1:
+    if _transaction(tx).execute(_EXTEND, params).rowcount != 1:
         raise LeaseLost(f"lease {lease_id!r} expired or was replaced")
     return expires
 
 
-# The SET clauses come from the parameters' names (the columns), bound at execution.
-_END_BUILD = update(Build.__table__).where(Build.__table__.c.id == bindparam("build"))
-_RELEASE = (
-    update(Job.__table__)
-    .where(Job.__table__.c.id == bindparam("job"))
-    .values(lease_id=None, lease_expires=None)
+_END_BUILD = Statement(
+    "UPDATE builds SET status = 'failed', finished_at = :now, duration_s = :duration, "
+    "environment = :environment, log_size = :log_size, failure_reason = :reason, "
+    "failure_detail = :detail WHERE id = :build"
 )
-_EARLIER_FAILURES = select(func.count(Build.id)).where(
-    Build.job_id == bindparam("job"),
-    Build.id != bindparam("build"),
-    Build.failure_reason == bindparam("reason"),
+_RELEASE = Statement(
+    "UPDATE jobs SET status = :status, reason = :reason, lease_id = NULL, lease_expires = NULL, "
+    "not_before = :not_before, remedy = :remedy, updated_at = :now WHERE id = :job"
+)
+_EARLIER_FAILURES = Statement(
+    "SELECT count(*) FROM builds WHERE job_id = :job AND id <> :build AND failure_reason = :reason"
 )
 
 
-def earlier_failures(session: Session, held: Lease, reason: str) -> int:
+def earlier_failures(tx: Transaction, held: Lease, reason: str) -> int:
     """Earlier builds of this lease's job that failed for ``reason``."""
     params = {"job": held.job_id, "build": held.build_id, "reason": reason}
-    return session.connection().execute(_EARLIER_FAILURES, params).scalar_one()
+    return tx.execute(_EARLIER_FAILURES, params).fetchone()[0]
 
 
 @dataclass(frozen=True)
@@ -384,34 +339,28 @@ class FailedBuild:
     remedy: str | None  # the build requirement the job's next build is given
 
 
-def record_failure(session: Session, held: Lease, failed: FailedBuild) -> None:
-    """End a failed build and its lease in two prebuilt UPDATEs: no ORM objects on this hot path."""
-    conn = session.connection()
+def record_failure(tx: Transaction, held: Lease, failed: FailedBuild) -> None:
+    """End a failed build and its lease: two UPDATEs by primary key."""
     now = utcnow()
-    conn.execute(
-        _END_BUILD,
-        {
-            "build": held.build_id,
-            "status": BuildStatus.failed,
-            "finished_at": now,
-            "duration_s": failed.duration_s,
-            "environment": failed.environment,
-            "log_size": failed.log_size,
-            "failure_reason": failed.failure_reason,
-            "failure_detail": failed.failure_detail,
-        },
-    )
-    conn.execute(
-        _RELEASE,
-        {
-            "job": held.job_id,
-            "status": failed.next_status,
-            "reason": failed.job_reason,
-            "not_before": failed.not_before,
-            "remedy": failed.remedy,
-            "updated_at": now,
-        },
-    )
+    build = {
+        "build": held.build_id,
+        "now": now,
+        "duration": failed.duration_s,
+        "environment": failed.environment,
+        "log_size": failed.log_size,
+        "reason": failed.failure_reason,
+        "detail": failed.failure_detail,
+    }
+    tx.execute(_END_BUILD, build)
+    job = {
+        "job": held.job_id,
+        "status": failed.next_status,
+        "reason": failed.job_reason,
+        "not_before": failed.not_before,
+        "remedy": failed.remedy,
+        "now": now,
+    }
+    tx.execute(_RELEASE, job)
 
 
 def finish(

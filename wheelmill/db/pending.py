@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from wheelmill.db.engine import Statement, Transaction
 from wheelmill.db.tables import PendingPage, utcnow
 
 
@@ -47,6 +48,19 @@ def mark(
     now = utcnow()
     conn = session.connection()
     conn.execute(_UPSERT[conn.dialect.name == "sqlite"], [{**row, "marked_at": now} for row in rows])
+
+
+# A finished build changes its project's pages, its log page and the site pages: one statement on
+# the completion hot path (wheelmill.db.jobs), outside any Session.
+_MARK_BUILD = Statement(
+    "INSERT INTO pending_pages (kind, key, marked_at) "
+    "VALUES ('project', :package, :now), ('log', :build, :now), ('site', '', :now) "
+    "ON CONFLICT (kind, key) DO UPDATE SET marked_at = excluded.marked_at"
+)
+
+
+def mark_build(tx: Transaction, package: str, build_id: int) -> None:
+    tx.execute(_MARK_BUILD, {"package": package, "build": str(build_id), "now": utcnow()})
 
 
 def take(session: Session, limit: int = 1000) -> Pending:

@@ -140,10 +140,8 @@ async def claim(master: MasterDep, caller: CallerDep) -> ClaimedJob | Response:
     target_id = master.target_ids.get(caller.target)
     if target_id is None or caller.state is not BuilderState.active:
         return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
-    with master.db.write() as session:
-        job = queue_sql.claim(
-            session, target_id, caller.id, master.settings.lease_seconds, master.db.is_sqlite
-        )
+    with master.db.transaction() as tx:
+        job = queue_sql.claim(tx, target_id, caller.id, master.settings.lease_seconds)
     if job is None:
         return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
     settings = master.settings

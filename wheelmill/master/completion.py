@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db import pending
+from wheelmill.db.engine import Transaction
 from wheelmill.db.tables import Build, BuildStatus, File, Job, JobStatus, Package, TargetRow, Version, utcnow
 from wheelmill.errors import UploadRefused
 from wheelmill.master.context import Master
@@ -86,12 +87,14 @@ def _complete_failure(
     master: Master, builder_id: int, lease_id: str, report: Report
 ) -> tuple[int, str, BuildStatus]:
     """One write transaction: a failed build uploads nothing, so there is nothing to store first."""
-    with master.db.write() as session:
-        held = queue_sql.lease(session, lease_id, builder_id, lock=True)
+    with master.db.transaction() as tx:
+        held = queue_sql.lease(tx, lease_id, builder_id, lock=True)
         if report.log_gzip:  # an empty log needs no file: a missing log reads as empty
             master.logs.save(held.build_id, report.log_gzip)
-        queue_sql.record_failure(session, held, _failure(session, held, report))
-        pending.mark(session, projects=[held.package], logs=[held.build_id])
+        failed = _failure(tx, held, report)
+        with tx.pipeline():
+            queue_sql.record_failure(tx, held, failed)
+            pending.mark_build(tx, held.package, held.build_id)
     return held.build_id, held.package, BuildStatus.failed
 
 
@@ -181,7 +184,7 @@ def _cover_other_targets(session: Session, job: Job, staged: list[StagedWheel]) 
         queue_sql.cover_other_targets(session, job.version_id, covered, f"covered by {wheel.filename}")
 
 
-def _failure(session: Session, held: queue_sql.Lease, report: Report) -> queue_sql.FailedBuild:
+def _failure(tx: Transaction, held: queue_sql.Lease, report: Report) -> queue_sql.FailedBuild:
     """The failed build's record, and the job's next step by the retry rules."""
     reason = report.failure_reason or "unknown"
     remedy, job_reason, not_before = held.remedy, reason, None
@@ -190,7 +193,7 @@ def _failure(session: Session, held: queue_sql.Lease, report: Report) -> queue_s
         remedy, next_status = report.remedy, JobStatus.queued
         job_reason = f"retrying with {report.remedy} provided"
     else:
-        earlier = queue_sql.earlier_failures(session, held, reason) if reason in TRANSIENT_REASONS else 0
+        earlier = queue_sql.earlier_failures(tx, held, reason) if reason in TRANSIENT_REASONS else 0
         step = after_failure(reason, earlier)
         next_status = step.status
         not_before = utcnow() + step.delay if step.delay else None
