@@ -24,7 +24,7 @@ from wheelmill.publish.model import (
     Stats,
 )
 from wheelmill.publish.publisher import Publisher
-from wheelmill.publish.writer import write_bytes_atomic, write_chunks_atomic
+from wheelmill.publish.writer import write_bytes_atomic, write_chunks_atomic, write_directory_atomic
 
 SCRIPT = "<script>alert('pwned')</script>"
 WHEEL = "demo_pure-1.0-py3-none-any.whl"
@@ -397,6 +397,22 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         write_chunks_atomic(target, chunks())
     assert target.read_bytes() == b"old"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["index.json"]
+
+
+def test_directory_writes_are_whole_and_skip_unchanged_files(tmp_path: Path) -> None:
+    target = tmp_path / "project" / "demo"
+    assert write_directory_atomic(target, {"index.html": b"page", "json/index.json": b"{}"}) == 2
+    assert (target / "json/index.json").read_bytes() == b"{}"
+    assert oct((target / "index.html").stat().st_mode & 0o777) == oct(0o644)
+    old = 1_000_000_000
+    os.utime(target / "index.html", ns=(old, old))
+    assert write_directory_atomic(target, {"index.html": b"page", "json/index.json": b"[]"}) == 1
+    assert (target / "index.html").stat().st_mtime_ns == old
+    assert (target / "json/index.json").read_bytes() == b"[]"
+
+    with pytest.raises(TypeError):  # a page that fails to write: the new directory never appears
+        write_directory_atomic(tmp_path / "project" / "other", {"index.html": b"page", "x.json": None})  # type: ignore[dict-item]
+    assert sorted(path.name for path in (tmp_path / "project").iterdir()) == ["demo"]
 
 
 def test_remove_project(published: Path, publisher: Publisher) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from wheelmill.config import Settings
 from wheelmill.db import catalog
+from wheelmill.db.tables import Build, Builder, BuildStatus, Job, JobStatus
 from wheelmill.master import publishing
 from wheelmill.master.context import Master
 from wheelmill.publish.publisher import Publisher
@@ -23,6 +27,37 @@ def add_packages(master: Master, *names: str) -> None:
     with master.db.write() as session:
         for name in names:
             catalog.ensure_version(session, catalog.ensure_package(session, name), "1.0")
+
+
+def add_finished_builds(master: Master, count: int) -> list[int]:
+    """`count` failed builds of demo 1.0, each finished: each has a log page to publish."""
+    now = datetime.now(UTC)
+    with master.db.write() as session:
+        version, _ = catalog.ensure_version(session, catalog.ensure_package(session, "demo"), "1.0")
+        pi = Builder(name="pi-1", token_hash="0" * 64, target="cp311-cp311-linux_armv7l")
+        job = Job(
+            version_id=version.id,
+            target_id=master.target_ids["cp311-cp311-linux_armv7l"],
+            status=JobStatus.failed,
+            released_at=now,
+        )
+        session.add_all([pi, job])
+        session.flush()
+        builds = [
+            Build(
+                job_id=job.id,
+                builder_id=pi.id,
+                lease_id=f"lease-{number}",
+                status=BuildStatus.failed,
+                started_at=now,
+                finished_at=now,
+                failure_reason="missing-header",
+            )
+            for number in range(count)
+        ]
+        session.add_all(builds)
+        session.flush()
+        return [build.id for build in builds]
 
 
 def test_a_burst_is_published_in_one_pass(master: Master) -> None:
@@ -57,3 +92,25 @@ def test_publish_all_uses_worker_processes(master: Master) -> None:
     assert sorted(path.parent.name for path in www.glob("simple/*/index.json")) == sorted(
         f"p{number}" for number in range(12)
     )
+
+
+def test_publish_all_writes_missing_log_pages_and_all_of_them_on_request(master: Master) -> None:
+    first, lost, _ = add_finished_builds(master, 3)
+    www = master.settings.resolved_output_dir
+    publisher = Publisher(www)
+    publishing.publish_all(master, publisher, workers=1)
+    pages = sorted(www.glob("logs/*/index.html"))
+    assert len(pages) == 3 and "missing-header" in pages[0].read_text()
+    kept = www / "logs" / str(first) / "index.html"
+    old = 1_000_000_000
+    os.utime(kept, ns=(old, old))
+    shutil.rmtree(www / "logs" / str(lost))
+
+    publishing.publish_all(master, publisher, workers=1)  # a log page never changes: only the lost one
+    assert (www / "logs" / str(lost) / "index.html").is_file()
+    assert kept.stat().st_mtime_ns == old
+
+    kept.write_text("written by an older template")
+    publishing.publish_all(master, publisher, workers=1, rewrite_logs=True)
+    assert "missing-header" in kept.read_text()
+    assert not [path for path in www.rglob(".*")]  # no staging directory or temporary file left
