@@ -133,7 +133,7 @@ def register(body: Registration, master: MasterDep, caller: CallerDep) -> Regist
     response_model=ClaimedJob,
     responses={204: {"description": "no work now; ask again after Retry-After seconds"}},
 )
-async def claim(master: MasterDep, caller: CallerDep) -> ClaimedJob | Response:
+async def claim(master: MasterDep, caller: CallerDep) -> Response:
     """The best open job for the caller's target, with a lease."""
     if caller.target is None:
         raise Forbidden("register (POST /api/v1/builders) before claiming")
@@ -146,7 +146,7 @@ async def claim(master: MasterDep, caller: CallerDep) -> ClaimedJob | Response:
         return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
     settings = master.settings
     base = settings.resolved_base_url
-    return ClaimedJob(
+    answer = ClaimedJob(
         job_id=job.job_id,
         build_id=job.build_id,
         lease_id=job.lease_id,
@@ -170,6 +170,7 @@ async def claim(master: MasterDep, caller: CallerDep) -> ClaimedJob | Response:
         smoke_test=settings.smoke_test and job.package not in settings.smoke_test_skip,
         smoke_test_modules=settings.smoke_test_modules.get(job.package, []),
     )
+    return _json(answer)
 
 
 @router.post("/leases/{lease_id}/heartbeat", response_model=HeartbeatAnswer)
@@ -226,7 +227,7 @@ async def upload(
 
 
 @router.post("/leases/{lease_id}/complete", response_model=Completed)
-async def complete(lease_id: str, body: Completion, master: MasterDep, caller: CallerDep) -> Completed:
+async def complete(lease_id: str, body: Completion, master: MasterDep, caller: CallerDep) -> Response:
     """The build ended: record it (and its uploaded wheels) in one transaction."""
     try:
         log_gzip = base64.b64decode(body.log_gzip_base64, validate=True)
@@ -243,7 +244,12 @@ async def complete(lease_id: str, body: Completion, master: MasterDep, caller: C
         apt_packages=body.apt_packages,
         remedy=body.remedy,
     )
-    return Completed(build_id=completion.complete(master, caller.id, lease_id, report))
+    return _json(Completed(build_id=completion.complete(master, caller.id, lease_id, report)))
+
+
+def _json(answer: BaseModel) -> Response:
+    """The answer, serialised once: FastAPI would validate our own model against itself again."""
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def heartbeat_seconds(master: Master) -> float:
