@@ -191,7 +191,7 @@ def test_merged_farm_aliases_logs_and_incremental_pages(merged_farm: Farm) -> No
         assert page.read_text().endswith("<!--untouched-->") and page.stat().st_mtime == 1_000_000_000
 
     project = farm.http.get("/project/demo/").text
-    assert f'href="/logs/{built}/"' in project and "sudo apt install libfoo1" in project
+    assert f'href="../../logs/{built}/"' in project and "sudo apt install libfoo1" in project
     assert f"same file as {wheel.filename}" in project and digest in project
     document = farm.http.get("/project/demo/json/").json()
     files = {entry["filename"]: entry for entry in document["files"]}
