@@ -143,3 +143,40 @@ def test_cancelled_jobs_leave_the_queue(db: Database, targets: dict[str, int]) -
     with db.write() as session, pytest.raises(LeaseLost):  # the builder learns at its next heartbeat
         queue_sql.extend_lease(session, job.lease_id, builder, 30)
     assert claim(db, targets[str(ARM)], builder) is None
+
+
+def test_a_failed_build_is_recorded_as_the_orm_reads_it(db: Database, targets: dict[str, int]) -> None:
+    add_version(db, "demo", "1.0", 1, targets)
+    builder = make_builder(db, "b1")
+    job = claim(db, targets[str(X86)], builder)
+    assert job is not None
+    retry_at = datetime.now(UTC) + timedelta(hours=1)
+    with db.transaction() as tx:
+        held = queue_sql.lease(tx, job.lease_id, builder, lock=True)
+        assert (held.job_id, held.build_id, held.package) == (job.job_id, job.build_id, "demo")
+        failed = queue_sql.FailedBuild(
+            duration_s=12.5,
+            environment={"python": "3.11.7", "pip": ["24.0"]},
+            log_size=0,
+            failure_reason="network",
+            failure_detail="timed out",
+            next_status=JobStatus.waiting,
+            job_reason="network",
+            not_before=retry_at,
+            remedy=None,
+        )
+        queue_sql.record_failure(tx, held, failed)
+    with db.read() as session:
+        build = session.get_one(Build, job.build_id)
+        row = session.get_one(Job, job.job_id)
+        assert (build.status, build.failure_reason, build.duration_s) == (BuildStatus.failed, "network", 12.5)
+        assert build.environment == {"python": "3.11.7", "pip": ["24.0"]}
+        assert (row.status, row.lease_id, row.not_before is not None) == (JobStatus.waiting, None, True)
+    # The reaper wakes it at the time the completion stored, not before.
+    with db.write() as session:
+        queue_sql.reap(session, max_attempts=3, now=retry_at - timedelta(seconds=1))
+        assert session.get_one(Job, job.job_id).status is JobStatus.waiting
+        queue_sql.reap(session, max_attempts=3, now=retry_at + timedelta(seconds=1))
+        assert session.get_one(Job, job.job_id).status is JobStatus.queued
+    with pytest.raises(LeaseLost), db.transaction() as tx:
+        queue_sql.lease(tx, job.lease_id, builder)  # the lease ended with the build

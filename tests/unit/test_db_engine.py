@@ -1,0 +1,39 @@
+"""Connecting: SQLite's WAL is copied into the database file by a background thread."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+
+from wheelmill.db.engine import Database
+
+
+def rows_in_main_file(database: Path, copy: Path) -> int | None:
+    """Rows the database file holds by itself, without its write-ahead log."""
+    shutil.copyfile(database, copy)
+    try:
+        with sqlite3.connect(copy) as conn:
+            return conn.execute("SELECT count(*) FROM t").fetchone()[0]
+    except sqlite3.DatabaseError:  # copied mid-checkpoint, or the table is not there yet
+        return None
+
+
+def test_background_checkpoints_bring_commits_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    db = Database(f"sqlite:///{path}", background_checkpoints=True)
+    try:
+        with db.write() as session:
+            session.execute(text("CREATE TABLE t (x INTEGER)"))
+        for number in range(200):  # no commit checkpoints (a writer would wait on its fsyncs)
+            with db.transaction() as tx:
+                tx.connection.execute("INSERT INTO t VALUES (?)", (number,))
+        deadline = time.monotonic() + 10
+        while rows_in_main_file(path, tmp_path / "copy.db") != 200:
+            assert time.monotonic() < deadline, "the WAL was never checkpointed into the database"
+            time.sleep(0.2)
+    finally:
+        db.dispose()
