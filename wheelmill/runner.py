@@ -82,6 +82,9 @@ def _serve_with_workers(settings: Settings, master: Master) -> int:
     master.db.engine.dispose()  # a forked child must not share this process's connections
     children = {_fork_worker(settings, master.target_ids, sock) for _ in range(settings.workers)}
     sock.close()
+    # Builders wait on the API; pages can wait a moment. When the cores are busy the kernel
+    # runs the workers first and the publisher catches up in the gaps (it batches what piled up).
+    os.nice(LOOPS_NICENESS)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     loops = start_loops(master, stop)
@@ -134,6 +137,7 @@ def _die_with_parent() -> None:
 
 
 PR_SET_PDEATHSIG = 1
+LOOPS_NICENESS = 10
 
 
 def _stop_workers(children: set[int]) -> None:

@@ -73,8 +73,13 @@ class Transaction:
         return cursor
 
 
+_AS_IS = frozenset({int, str, float, type(None)})
+
+
 def _sqlite_value(value: Any) -> Any:
     # The formats SQLAlchemy's SQLite types store, so both kinds of access read each other's rows.
+    if value.__class__ in _AS_IS:
+        return value
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, enum.Enum):
@@ -85,6 +90,8 @@ def _sqlite_value(value: Any) -> Any:
 
 
 def _postgresql_value(value: Any) -> Any:
+    if value.__class__ in _AS_IS:
+        return value
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict | list):

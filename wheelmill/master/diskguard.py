@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from wheelmill.config import Settings
 from wheelmill.master.context import Master
 
 RETRY_AFTER_SECONDS = 60
+CHECK_SECONDS = 1.0
 _UPLOAD = re.compile(r"/api/v1/leases/[^/]+/files/[^/]+")
 _CLAIM = "/api/v1/jobs/claim"
 
@@ -61,9 +63,19 @@ class DiskGuard:
         self.app = app
         self.settings = settings
         self.refused = refused
+        self._low = False
+        self._checked_until = float("-inf")
+
+    def low(self) -> bool:
+        # statvfs and resolving two paths cost more than a claim's SQL: look at most once a second.
+        now = time.monotonic()
+        if now >= self._checked_until:
+            self._low = disk_state(self.settings).low
+            self._checked_until = now + CHECK_SECONDS
+        return self._low
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _guarded(scope) or not disk_state(self.settings).low:
+        if scope["type"] != "http" or not _guarded(scope) or not self.low():
             await self.app(scope, receive, send)
             return
         if scope["method"] == "POST":  # a claim: no work now
