@@ -91,12 +91,14 @@ def create_or_update(root: Path, arch: str, suite: str, mirror: str, console: Co
                 progress.advance(steps)
             else:
                 _run(progress, steps, "first stage: download and unpack", _first_stage(root, wanted))
+            _lean_dpkg(root)
             _run(progress, steps, "second stage: configure under qemu", _in_root(root, _SECOND_STAGE))
         else:
             steps = progress.add_task("update", total=len(_UPDATE) + 2)
             _copy_resolv_conf(root)
             for what, argv in _UPDATE:
                 _run(progress, steps, what, _in_root(root, argv))
+        progress.update(steps, description=f"uv {wanted.uv} for {arch}")
         _install_uv(root, wanted, info)
         progress.advance(steps)
         (root / STAMP).write_text(json.dumps(asdict(wanted), indent=2) + "\n")
@@ -140,6 +142,19 @@ def _in_root(root: Path, argv: list[str]) -> list[str]:
         "chroot", str(root), "/usr/bin/env", "-i", f"PATH={ROOT_PATH}", "DEBIAN_FRONTEND=noninteractive",
         "LANG=C.UTF-8", *argv,
     ]  # fmt: skip
+
+
+def _lean_dpkg(root: Path) -> None:
+    """dpkg in the root skips fsync and leaves out documentation: under emulation every file costs.
+
+    Written after the first stage, so the second stage (which installs everything again) obeys it.
+    """
+    settings = root / "etc" / "dpkg" / "dpkg.cfg.d" / "wheelmill"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(
+        "force-unsafe-io\n"
+        + "".join(f"path-exclude=/usr/share/{name}/*\n" for name in ("doc", "man", "info", "locale"))
+    )
 
 
 def _copy_resolv_conf(root: Path) -> None:
