@@ -13,6 +13,7 @@ Jinja2 render with autoescaping cost five times as much as the string building (
 import itertools
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from html import escape
 from typing import Any
 
@@ -25,23 +26,21 @@ API_VERSION = "1.1"  # PEP 700; clients ignore the PEP 708 `tracks` keys they do
 _CHUNK_CHARS = 1 << 16
 
 
+@lru_cache(maxsize=1024)
 def upload_time(moment: datetime) -> str:
-    """PEP 700's form: ISO 8601 in UTC with a Z, fractional seconds only when there are some."""
+    """PEP 700's form: ISO 8601 in UTC with a Z, fractional seconds only when there are some.
+
+    Remembered: a build's wheel and its alias, and a release's files, share their time.
+    """
     if moment.tzinfo is not None:  # naive times come from the database, in UTC already
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds") + "Z"
 
 
-def page_url(url: str, page_dir: str) -> str:
-    """A site-root path ("/files/...") as a URL relative to `page_dir`; absolute URLs unchanged.
-
-    Relative links keep the index working wherever the site is mounted (PEP 503 allows them,
-    PEP 691 resolves them against the page's URL, which is the same directory for both formats).
-    Always up to the root and down again: string work only, as it runs once per listed file.
-    """
-    if not url.startswith("/"):
-        return url
-    return "../" * page_dir.strip("/").count("/") + "../" + url[1:]
+# A site-root path ("/files/...") relative to a /simple/NAME/ page: up to the root and down
+# again. Relative links keep the index working wherever the site is mounted (PEP 503 allows
+# them; PEP 691 resolves them against the page's URL, the same directory for both formats).
+_UP_FROM_PROJECT = "../../"
 
 
 def _yanked(reason: str | None) -> str | bool:
@@ -51,14 +50,15 @@ def _yanked(reason: str | None) -> str | bool:
     return reason or True
 
 
-def _file_entry(file: IndexFile, page_dir: str) -> dict[str, Any]:
-    """One PEP 691 file dictionary."""
+def _file_entry(file: IndexFile) -> dict[str, Any]:
+    """One PEP 691 file dictionary, for a /simple/NAME/ page."""
     metadata: dict[str, str] | bool = (
         {"sha256": file.core_metadata_sha256} if file.core_metadata_sha256 else False
     )
+    url = file.url
     entry: dict[str, Any] = {
         "filename": file.filename,
-        "url": page_url(file.url, page_dir),
+        "url": _UP_FROM_PROJECT + url[1:] if url.startswith("/") else url,  # absolute URLs as they are
         "hashes": {"sha256": file.sha256},
         "requires-python": file.requires_python,
         "yanked": _yanked(file.yanked),
@@ -73,7 +73,6 @@ def _file_entry(file: IndexFile, page_dir: str) -> dict[str, Any]:
 
 def project_context(index: ProjectIndex) -> dict[str, Any]:
     """The PEP 691 document of one project: the JSON page as is, and the HTML page's context."""
-    page_dir = f"/simple/{index.name}/"
     meta: dict[str, Any] = {"api-version": API_VERSION, "_last-serial": index.last_serial}
     if index.tracks:
         meta["tracks"] = [index.tracks]
@@ -81,7 +80,7 @@ def project_context(index: ProjectIndex) -> dict[str, Any]:
         "meta": meta,
         "name": index.name,
         "versions": list(index.versions),
-        "files": [_file_entry(file, page_dir) for file in index.files],
+        "files": list(map(_file_entry, index.files)),
     }
 
 
