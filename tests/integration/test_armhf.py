@@ -108,7 +108,8 @@ def test_a_farm_builds_a_c_extension_for_the_host_and_for_armv7l(
             files / f"democ-1.0-{V7}.whl", files / "democ-1.0-cp311-cp311-linux_armv6l.whl"
         )
 
-        # The ARM build used the target's ARMv6 flags and says so, in its record and in its log.
+        # The ARM build used the target's ARMv6 flags and says so: the target, the build's record, its log.
+        assert farm.query(f"SELECT cflags FROM targets WHERE tag = '{V7}'") == [(" ".join(ARMV6_CFLAGS),)]
         [(environment, build_id)] = farm.query(
             "SELECT b.environment, b.id FROM builds b JOIN jobs j ON j.id = b.job_id "
             f"JOIN targets t ON t.id = j.target_id WHERE t.tag = '{V7}'"

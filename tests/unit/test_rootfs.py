@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,19 @@ def test_a_builder_refuses_a_directory_that_is_no_root(tmp_path: Path) -> None:
         make_sandbox("required", root=tmp_path)
     with pytest.raises(SandboxUnavailable, match='used through bubblewrap; sandbox = "none" cannot'):
         make_sandbox("none", root=tmp_path)
+
+
+def test_a_root_this_machine_cannot_run_says_what_to_register(tmp_path: Path) -> None:
+    """A root whose programs are of an architecture binfmt_misc does not know (big-endian MIPS here)."""
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "bin").symlink_to("usr/bin")
+    mips = b"\x7fELF\x01\x02\x01\x00" + bytes(8) + struct.pack(">HHI", 2, 8, 1) + bytes(64)
+    for name in ("true", "sh", "python3"):
+        (tmp_path / "usr" / "bin" / name).write_bytes(mips)
+        (tmp_path / "usr" / "bin" / name).chmod(0o755)
+    with pytest.raises(SandboxUnavailable) as raised:
+        make_sandbox("required", root=tmp_path)
+    assert "Exec format error" in str(raised.value)
+    assert "not registered with binfmt_misc; `sudo wheelmill builder-root create` registers" in str(
+        raised.value
+    )
