@@ -45,8 +45,6 @@ from wheelmill.testing import StandInUpstream
 from wheelmill.upstream.client import UpstreamClient
 from wheelmill.upstream.follower import FollowResult, drain_details, follow_changelog
 
-import os
-BATCH = int(os.environ.get("B_BATCH", "10000"))
 TARGET = "cp311-cp311-linux_armv7l"
 # Feed ingested and jobs planned within 120 s; memory flat: the last three quarters of the feed may
 # add at most a fifth to what the first quarter left.
@@ -154,12 +152,13 @@ def run(events: int, packages: int, database_url: str, drain_seconds: float) -> 
                 if result.events >= last_serial // 4 and "quarter_rss" not in marks:
                     marks["quarter_rss"] = rss_mb()
 
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), cpu_seconds()
             # The feed ingested and planned: what issue 3 times. The JSON API drain follows, timed apart.
             result = follow_changelog(
-                db, client, targets, skip_yanked=False, batch_size=BATCH, details_seconds=0, on_progress=on_feed
+                db, client, targets, skip_yanked=False, details_seconds=0, on_progress=on_feed
             )
             feed_seconds = time.perf_counter() - began
+            feed_cpu = cpu_seconds() - cpu_began
             marks["feed_rss"] = rss_mb()
         planned = job_counts(db)
         owed = result.details_pending
@@ -195,6 +194,8 @@ def run(events: int, packages: int, database_url: str, drain_seconds: float) -> 
         "files_still_awaiting_details": counts["feed_files"],
         "total_seconds": round(feed_seconds, 1),
         "events_per_second": round(result.events / feed_seconds),
+        # The follower's own CPU time (all its threads): the figure to compare when others share the cores.
+        "feed_cpu_seconds": round(feed_cpu, 1),
         "jobs_planned": sum(planned.values()),
         "jobs_waiting_for_details": planned.get(JobStatus.waiting, 0),
         "jobs_queued": planned.get(JobStatus.queued, 0),
@@ -211,6 +212,11 @@ def run(events: int, packages: int, database_url: str, drain_seconds: float) -> 
         "rss_mb_at_quarter_of_feed": round(marks.get("quarter_rss", 0)),
         "rss_mb_at_end_of_feed": round(marks["feed_rss"]),
     }
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def job_counts(db: Database) -> dict[JobStatus, int]:

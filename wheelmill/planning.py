@@ -6,11 +6,12 @@ Pure functions over plain values, so every rule is testable without a database.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.tags import Tag, parse_tag
 
 from wheelmill.targets import Target
 
@@ -75,13 +76,31 @@ def decide(facts: VersionFacts, target: Target, *, skip_yanked: bool = False) ->
 def covering_upstream_wheel(filenames: tuple[str, ...], target: Target) -> str | None:
     """The first upstream wheel a target can install, judged with ``packaging.tags``."""
     for filename in filenames:
-        try:
-            tags = parse_wheel_filename(filename)[3]
-        except InvalidWheelFilename:
-            continue
-        if target.can_install(tags):
+        tags = wheel_tags(filename)
+        if tags is not None and target.can_install(tags):
             return filename
     return None
+
+
+def wheel_tags(filename: str) -> frozenset[Tag] | None:
+    """The tags a wheel's filename declares; None for anything else (an egg, an exe, a bad name).
+
+    Only the tags are read: whole-index planning judges hundreds of thousands of wheels, and the
+    tag triples repeat (``cp311-cp311-manylinux_2_17_x86_64``) where parsing the name and version
+    of each file would not.
+    """
+    parts = filename.removesuffix(".whl").split("-")
+    if not filename.endswith(".whl") or len(parts) not in (5, 6):
+        return None
+    return _parse_tags("-".join(parts[-3:]))
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _parse_tags(triple: str) -> frozenset[Tag] | None:
+    try:
+        return parse_tag(triple)
+    except (ValueError, IndexError):
+        return None
 
 
 def _python_allowed(requires_python: str, target: Target) -> bool:

@@ -60,3 +60,27 @@ def test_admin_skips_and_quarantine_win() -> None:
         decide(replace(PLAIN, version_skip="broken"), TARGET).reason == "version skipped by an admin: broken"
     )
     assert decide(replace(PLAIN, quarantined=True, package_skip="x"), TARGET).reason == "quarantined upstream"
+
+
+def test_only_wheel_tags_cover_a_target_whatever_else_upstream_holds() -> None:
+    built = "demo-1.0-2-cp311-cp311-linux_armv7l.whl"  # with a build tag
+    for others, covering in [
+        (("demo-1.0-py2.py3-none-any.egg", "demo-1.0.win32.exe", "demo-1.0-py3.whl"), None),
+        (("demo-1.0-cp311-cp311-win_amd64.whl", built), built),
+        (("demo-1.0-cp310.cp311-abi3-linux_armv7l.whl",), "demo-1.0-cp310.cp311-abi3-linux_armv7l.whl"),
+    ]:
+        decision = decide(replace(PLAIN, upstream_wheels=others), TARGET)
+        expected = Outcome.build if covering is None else Outcome.covered
+        assert (decision.outcome, decision.reason) == (expected, covering and f"upstream has {covering}")
+
+
+def test_a_build_waits_for_the_sdists_details_but_no_rule_does() -> None:
+    waiting = replace(PLAIN, details_known=False)
+    assert (decide(waiting, TARGET).outcome, decide(waiting, TARGET).reason) == (
+        Outcome.wait,
+        "awaiting upstream file details",
+    )
+    assert decide(replace(waiting, sdists=()), TARGET).outcome is Outcome.skip
+    assert decide(replace(waiting, upstream_wheels=("demo-1.0-py3-none-any.whl",)), TARGET).outcome is (
+        Outcome.covered
+    )

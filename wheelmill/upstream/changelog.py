@@ -16,7 +16,6 @@ from __future__ import annotations
 import gc
 import xmlrpc.client
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 from xml.etree import ElementTree
@@ -50,17 +49,10 @@ class Changelog:
         )
 
     def pages(self, serial: int) -> Iterator[list[Entry]]:
-        """Pages from ``serial`` on until one is empty. The next page is asked for (and decoded) in a
-        thread while the caller applies this one: upstream's answer and the database's writes overlap.
-        A page fetched ahead of a failed apply is dropped; the caller resumes from its stored serial."""
-        ahead = ThreadPoolExecutor(1, thread_name_prefix="wheelmill-changelog")
-        try:
-            upcoming = ahead.submit(self.since, serial)
-            while page := upcoming.result():
-                upcoming = ahead.submit(self.since, page[-1][4])
-                yield page
-        finally:  # a caller that stops early does not wait for the page it no longer wants
-            ahead.shutdown(wait=False, cancel_futures=True)
+        """Pages from ``serial`` on, each asked for once the previous one was used, until one is empty."""
+        while page := self.since(serial):
+            yield page
+            serial = page[-1][4]
 
     def _post(self, method: str, *params: Any, fast: Callable[[bytes], Any] | None = None) -> Any:
         """Call ``method``; ``fast`` may read the answer first, returning None to leave it to ElementTree."""

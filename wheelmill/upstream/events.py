@@ -17,8 +17,11 @@ from packaging.version import InvalidVersion, Version
 
 Entry = tuple[str, str | None, int, str, int]  # name, version, timestamp, action, serial
 
+# Events are treated as values but not frozen: a frozen dataclass's __init__ sets each field through
+# object.__setattr__, five times the cost of a plain one, and a catch-up parses millions of events.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Event:
     name: str  # the project's name as the feed spells it
     project: NormalizedName  # PEP 503 canonical form of ``name``
@@ -26,61 +29,61 @@ class Event:
     serial: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ignored(Event):
     """Ownership changes, actions the farm has no use for, and entries that fail validation."""
 
     action: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProjectCreated(Event):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProjectRemoved(Event):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ProjectQuarantine(Event):
     quarantined: bool  # False: the quarantine was cleared
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseEvent(Event):
     version: str  # upstream spelling, e.g. 1.0.0-beta
     canonical: str  # PEP 440 canonical form, e.g. 1.0b0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseCreated(ReleaseEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseRemoved(ReleaseEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseYank(ReleaseEvent):
     yanked: bool  # False: unyanked
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReleaseQuarantine(ReleaseEvent):
     quarantined: bool  # False: the quarantine was cleared
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FileAdded(ReleaseEvent):
     filename: str
     python_tag: str  # "source" for an sdist, else the tag the uploader gave (py3, cp311, ...)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FileRemoved(ReleaseEvent):
     filename: str
 

@@ -23,7 +23,7 @@ import argparse
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,7 +39,7 @@ from wheelmill.planner import plan_versions
 from wheelmill.targets import Target
 from wheelmill.upstream.changelog import Changelog
 from wheelmill.upstream.client import RetryableError, UpstreamClient, json_body, raise_for_status
-from wheelmill.upstream.events import Entry, fold, parse
+from wheelmill.upstream.events import Entry, ProjectChange, fold, parse
 from wheelmill.upstream.model import UpstreamFile
 from wheelmill.upstream.pacing import Pacer
 
@@ -88,11 +88,10 @@ def follow_changelog(
     """
     with db.read() as session:
         result = FollowResult(serial=feed.stored_serial(session))
-    for page in Changelog(client).pages(result.serial):
-        for start in range(0, len(page), batch_size):
-            _apply_batch(db, page[start : start + batch_size], targets, skip_yanked, result)
-            if on_progress:
-                on_progress(result)
+    for batch in _folded_batches(Changelog(client), result.serial, batch_size):
+        _apply_batch(db, batch, targets, skip_yanked, result)
+        if on_progress:
+            on_progress(result)
     drain_details(
         db,
         client,
@@ -107,20 +106,60 @@ def follow_changelog(
     return result
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Feed entries folded per project, and the serial they reach."""
+
+    events: int
+    serial: int
+    changes: dict[str, ProjectChange]
+
+
+def _folded_batches(changelog: Changelog, serial: int, batch_size: int) -> Iterator[_Batch]:
+    """The feed from ``serial`` on in folded batches. The next batch is fetched, parsed and folded in a
+    thread while the caller applies this one: the database's writes (which release the GIL) overlap
+    upstream's answer and the folding. A batch made ahead of a failed apply is dropped; the caller
+    resumes from its stored serial."""
+
+    def batches() -> Iterator[_Batch]:
+        entries: list[Entry] = []
+        for page in changelog.pages(serial):
+            entries += page
+            while len(entries) >= batch_size:
+                yield _batch(entries[:batch_size])
+                del entries[:batch_size]
+        if entries:
+            yield _batch(entries)
+
+    source = batches()
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="wheelmill-changelog")
+    try:
+        upcoming = ahead.submit(next, source, None)
+        while (batch := upcoming.result()) is not None:
+            upcoming = ahead.submit(next, source, None)
+            yield batch
+    finally:  # a caller that stops early does not wait for a batch it no longer wants
+        ahead.shutdown(wait=False, cancel_futures=True)
+
+
+def _batch(entries: Sequence[Entry]) -> _Batch:
+    return _Batch(len(entries), entries[-1][4], fold(parse(entry) for entry in entries))
+
+
 def _apply_batch(
-    db: Database, entries: Sequence[Entry], targets: dict[str, int], skip_yanked: bool, result: FollowResult
+    db: Database, batch: _Batch, targets: dict[str, int], skip_yanked: bool, result: FollowResult
 ) -> None:
-    changes = fold(parse(entry) for entry in entries)
-    serial = entries[-1][4]
     with db.write() as session:
-        applied = feed.apply_changes(session, changes)
+        applied = feed.apply_changes(session, batch.changes)
         queued = plan_versions(session, applied.replan, targets, skip_yanked=skip_yanked)
-        feed.save_serial(session, serial)
+        feed.save_serial(session, batch.serial)
         _mark_pages(session, applied.changed, result)
-    result.events += len(entries)
-    result.serial = serial
+    result.events += batch.events
+    result.serial = batch.serial
     result.jobs_queued += queued
-    log.debug("applied %d events up to serial %d (%d projects)", len(entries), serial, len(changes))
+    log.debug(
+        "applied %d events up to serial %d (%d projects)", batch.events, batch.serial, len(batch.changes)
+    )
 
 
 def drain_details(
