@@ -7,6 +7,7 @@ over existing versions is for a target added to the configuration, and it goes i
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
@@ -22,22 +23,28 @@ PLAN_CHUNK = 2_000  # versions decided per round of queries
 
 
 def plan_versions(
-    session: Session, version_ids: Iterable[int], targets: dict[str, int], *, skip_yanked: bool
+    session: Session,
+    version_ids: Iterable[int],
+    targets: dict[str, int],
+    *,
+    skip_yanked: bool,
+    created: AbstractSet[int] = frozenset(),
 ) -> int:
     """Decide build/skip/covered/wait for each version x target, a few queries per chunk of versions;
-    returns how many jobs became queued."""
+    returns how many jobs became queued. Versions ``created`` in this transaction (by the follower)
+    have neither detailed files nor jobs, which spares looking for them."""
     session.flush()  # the facts are read with Core statements: the caller's ORM changes must be in
     parsed = [(Target.parse(tag), tid) for tag, tid in targets.items()]
     ordered = sorted(set(version_ids))
     queued = 0
     for start in range(0, len(ordered), PLAN_CHUNK):
-        facts = plans.facts_of_versions(session, ordered[start : start + PLAN_CHUNK])
+        facts = plans.facts_of_versions(session, ordered[start : start + PLAN_CHUNK], created)
         decisions = {
             version_id: {tid: decide(each, target, skip_yanked=skip_yanked) for target, tid in parsed}
             for version_id, (_, each) in facts.items()
         }
         released = {version_id: released_at for version_id, (released_at, _) in facts.items()}
-        queued += plans.write_decisions_many(session, decisions, released)
+        queued += plans.write_decisions_many(session, decisions, released, created)
     return queued
 
 

@@ -45,6 +45,7 @@ class Applied:
 
     changed: set[str] = field(default_factory=set)  # canonical names
     replan: set[int] = field(default_factory=set)  # version ids
+    created: set[int] = field(default_factory=set)  # version ids new in this transaction: no files, no jobs
 
 
 # -- progress ---------------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def apply_changes(session: Session, changes: Mapping[str, ProjectChange]) -> App
     ]
     bulk.insert_many(session, Version, new, ["package_id", "canonical"])
     versions.update(versions_of(session, sorted({row["package_id"] for row in new})))
-    created = {versions[row["package_id"], row["canonical"]].id for row in new}
+    created = applied.created = {versions[row["package_id"], row["canonical"]].id for row in new}
     _apply_version_flags(session, live, packages, versions, applied)
     _remove_files(session, live, applied)
     announced = _announce_files(session, live, packages, versions, created)

@@ -10,6 +10,7 @@ as a job waiting for them (``Outcome.wait``), which claims never see.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -35,9 +36,10 @@ STATUS = {**STATUS_BY_OUTCOME, Outcome.wait: JobStatus.waiting}  # a waiting job
 
 
 def facts_of_versions(
-    session: Session, version_ids: Sequence[int]
+    session: Session, version_ids: Sequence[int], created: AbstractSet[int] = frozenset()
 ) -> dict[int, tuple[datetime, VersionFacts]]:
-    """version id -> (released_at, facts), in four queries per chunk of versions."""
+    """version id -> (released_at, facts), in four queries per chunk of versions. Versions ``created``
+    in this transaction have no detailed files yet: they are not looked for."""
     conn = session.connection()
     sdists: dict[int, dict[str, str | None]] = {}  # filename -> requires-python; None when not detailed
     detailed: set[int] = set()
@@ -68,16 +70,17 @@ def facts_of_versions(
                 sdists.setdefault(version_id, {})[filename] = None
             else:
                 wheels.setdefault(version_id, set()).add(filename)
+        known = [version_id for version_id in chunk if version_id not in created]
         for version_id, filename, requires_python in conn.execute(
             select(Source.version_id, Source.filename, Source.requires_python).where(
-                Source.version_id.in_(chunk)
+                Source.version_id.in_(known)
             )
         ):
             sdists.setdefault(version_id, {})[filename] = requires_python
             detailed.add(version_id)
         for version_id, filename in conn.execute(
             select(UpstreamWheel.version_id, UpstreamWheel.filename).where(
-                UpstreamWheel.version_id.in_(chunk)
+                UpstreamWheel.version_id.in_(known)
             )
         ):
             wheels.setdefault(version_id, set()).add(filename)
@@ -121,16 +124,18 @@ def write_decisions_many(
     session: Session,
     decisions: Mapping[int, Mapping[int, Decision]],
     released: Mapping[int, datetime],
+    created: AbstractSet[int] = frozenset(),
 ) -> int:
     """Create or update each version's job per target (version id -> target id -> decision); returns
-    how many jobs became queued. ``released`` gives new jobs their order.
+    how many jobs became queued. ``released`` gives new jobs their order; versions ``created`` in this
+    transaction have no jobs to look for.
 
     Leased, built and failed jobs keep their state. Open, skipped and cancelled jobs take the new
     decision, so a binary-only version's jobs are queued once an sdist arrives. A covered job stays
     covered unless the new decision is to build, since a farm wheel may be what covers it.
     """
     existing: dict[tuple[int, int], tuple[int, JobStatus, str | None]] = {}
-    for chunk in bulk.chunks(list(decisions)):
+    for chunk in bulk.chunks([version_id for version_id in decisions if version_id not in created]):
         for job_id, version_id, target_id, status, reason in session.connection().execute(
             select(Job.id, Job.version_id, Job.target_id, Job.status, Job.reason).where(
                 Job.version_id.in_(chunk)

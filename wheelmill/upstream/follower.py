@@ -151,7 +151,9 @@ def _apply_batch(
 ) -> None:
     with db.write() as session:
         applied = feed.apply_changes(session, batch.changes)
-        queued = plan_versions(session, applied.replan, targets, skip_yanked=skip_yanked)
+        queued = plan_versions(
+            session, applied.replan, targets, skip_yanked=skip_yanked, created=applied.created
+        )
         feed.save_serial(session, batch.serial)
         _mark_pages(session, applied.changed, result)
     result.events += batch.events
