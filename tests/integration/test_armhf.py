@@ -7,14 +7,14 @@ record says it is a finished armhf bookworm root with this uv; making it needs r
 
 from __future__ import annotations
 
-import importlib.metadata
+import fcntl
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -39,15 +39,19 @@ JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 @pytest.fixture(scope="module")
 def armhf_root() -> Path:
-    """The cached root if it is finished and current, else a fresh one (a broken one is started over)."""
-    info = read_info(ROOT)
-    current = ("armhf", "bookworm", importlib.metadata.version("uv"))
-    if info is None or (info.arch, info.suite, info.uv) != current:
-        if info is None:
-            shutil.rmtree(ROOT, ignore_errors=True)
-        command = [sys.executable, "-m", "wheelmill", "builder-root", "create", "--arch", "armhf", str(ROOT)]
-        sudo = [] if os.geteuid() == 0 else ["sudo", "-n", "--preserve-env=PATH"]  # as .ci/run installs
-        subprocess.run([*sudo, *command], check=True)
+    """The cached root if it is finished and current, else made (or its interrupted making finished).
+
+    xdist may run this module's tests on two workers at once: the first makes the root, the other
+    waits for it on a lock, then finds it made.
+    """
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    with (WHEELHOUSE / "armhf-root.fixture-lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = read_info(ROOT)
+        if info is None or (info.arch, info.suite, info.uv) != ("armhf", "bookworm", version("uv")):
+            create = ["builder-root", "create", "--arch", "armhf", str(ROOT)]
+            sudo = [] if os.geteuid() == 0 else ["sudo", "-n", "--preserve-env=PATH"]  # as .ci/run installs
+            subprocess.run([*sudo, sys.executable, "-m", "wheelmill", *create], check=True)
     return ROOT
 
 

@@ -11,6 +11,7 @@ and one whose second stage was interrupted is finished, so running the command a
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -35,7 +36,7 @@ from rich.progress import (
 )
 
 from wheelmill.rootfs import RootError
-from wheelmill.rootfs.binfmt import emulation_for, ensure_registered
+from wheelmill.rootfs.binfmt import EMULATIONS, emulation_for, ensure_registered
 
 MIRROR = "http://deb.debian.org/debian"
 # What a build needs, no more: the root is made on every fresh CI machine and each package costs
@@ -69,9 +70,25 @@ def read_info(root: Path) -> RootInfo | None:
 
 
 def create_or_update(root: Path, arch: str, suite: str, mirror: str, console: Console) -> str:
-    """Make the root at ``root``, or bring an existing one up to date; returns "created" or "updated"."""
-    emulation = emulation_for(arch)
+    """Make the root at ``root``, or bring an existing one up to date; returns "created" or "updated".
+
+    One run at a time per root: a second one would unpack over the first's half-made root.
+    """
+    emulation_for(arch)  # an unknown architecture is refused before anything is touched
     root = root.resolve()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with (root.parent / f".{root.name}.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RootError(f"another builder-root create is working on {str(root)!r}") from None
+        try:
+            return _create_or_update(root, arch, suite, mirror, console)
+        finally:
+            _unmount_inside(root)
+
+
+def _create_or_update(root: Path, arch: str, suite: str, mirror: str, console: Console) -> str:
     info = read_info(root)
     if info is not None and (info.arch, info.suite) != (arch, suite):
         raise RootError(f"{str(root)!r} is a {info.arch} {info.suite} root, not {arch} {suite}")
@@ -81,7 +98,7 @@ def create_or_update(root: Path, arch: str, suite: str, mirror: str, console: Co
             f"{str(root)!r} is neither empty nor a wheelmill build root; choose another directory"
         )
     _check_tools()
-    ensure_registered(emulation)
+    ensure_registered(EMULATIONS[arch])
     wanted = RootInfo(arch, suite, mirror, PACKAGES, importlib.metadata.version("uv"))
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -142,6 +159,15 @@ def _in_root(root: Path, argv: list[str]) -> list[str]:
         "chroot", str(root), "/usr/bin/env", "-i", f"PATH={ROOT_PATH}", "DEBIAN_FRONTEND=noninteractive",
         "LANG=C.UTF-8", *argv,
     ]  # fmt: skip
+
+
+def _unmount_inside(root: Path) -> None:
+    """Unmount what the second stage left mounted in the root (its /proc and /sys when it fails), so
+    that nothing reaches this machine's own through the root, and removing the root is safe."""
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    inside = [point for point in mounts if Path(point).is_relative_to(root) and Path(point) != root]
+    for point in sorted(inside, key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
 
 
 def _lean_dpkg(root: Path) -> None:
