@@ -6,6 +6,7 @@ before debootstrap or the kernel would be touched.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import struct
@@ -104,3 +105,12 @@ def test_a_root_this_machine_cannot_run_says_what_to_register(tmp_path: Path) ->
     assert "not registered with binfmt_misc; `sudo wheelmill builder-root create` registers" in str(
         raised.value
     )
+
+
+def test_a_root_being_made_is_not_made_twice_at_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with (tmp_path / ".root.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RootError, match="another builder-root create is working on"):
+            create_or_update(root, "armhf", "bookworm", "http://deb.debian.org/debian", Console())
+    assert not root.exists()
