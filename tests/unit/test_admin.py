@@ -17,7 +17,7 @@ from wheelmill.db import builders as builder_sql
 from wheelmill.db import catalog, pending
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db.engine import Database
-from wheelmill.db.tables import File, Job, JobStatus, Package, Source, TargetRow, Version
+from wheelmill.db.tables import FeedFile, File, Job, JobStatus, Package, Source, TargetRow, Version
 from wheelmill.errors import InvalidName, NotFound, UploadRefused
 from wheelmill.master.context import Master
 from wheelmill.planner import plan_versions
@@ -151,6 +151,27 @@ def test_rebuild_requeues_built_and_failed_jobs_first_in_line(master: Master) ->
         claim = queue_sql.claim(session, master.target_ids[X86], builder.id, 60)
     assert claim is not None and claim.package == "demo"
     assert actions.rebuild(master, "demo==1.0", target=X86).changed == 0  # it is leased now: left alone
+
+
+def test_rebuild_leaves_a_job_awaiting_its_sdists_details_to_the_follower(master: Master) -> None:
+    """A version the changelog announced but whose sdist URL and hash are not known yet cannot build:
+    a rebuild must not queue it, or every claim on the target would trip over it."""
+    with master.db.write() as session:
+        package = catalog.ensure_package(session, "demo")
+        row, _ = catalog.ensure_version(session, package, "1.0", datetime(2024, 1, 1, tzinfo=UTC))
+        session.add(FeedFile(version_id=row.id, filename="demo-1.0.tar.gz", sdist=True))
+        session.flush()
+        plan_versions(session, [row.id], master.target_ids, skip_yanked=False)
+    assert jobs(master)[("1.0", X86)] == ("waiting", "awaiting upstream file details")
+
+    assert actions.rebuild(master, "demo==1.0").changed == 0
+
+    assert jobs(master)[("1.0", X86)] == ("waiting", "awaiting upstream file details")
+    with master.db.write() as session:
+        builder_sql.create_token(session, "b1")
+        builder = builder_sql.get_builder(session, "b1")
+        session.flush()
+        assert queue_sql.claim(session, master.target_ids[X86], builder.id, 60) is None
 
 
 def test_yank_and_unyank(master: Master) -> None:

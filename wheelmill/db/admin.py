@@ -111,9 +111,11 @@ def forget_target_skips(session: Session, selected: Selected, target: int | None
 def requeue(session: Session, version_ids: Sequence[int], target: int | None) -> int:
     """Queue these versions' jobs again at admin priority, even built or failed ones; returns how many.
 
-    Leased jobs are building already; skipped and covered ones need ``unskip`` or have a wheel.
+    Leased jobs are building already; skipped and covered ones need ``unskip`` or have a wheel; a
+    job still awaiting its sdist's URL and hash cannot build yet, and is queued when they arrive.
     """
-    query = update(Job).where(Job.version_id.in_(version_ids), Job.status.in_(_REQUEUABLE))
+    awaiting_details = (Job.status == JobStatus.waiting) & Job.not_before.is_(None)  # see db/plans.py
+    query = update(Job).where(Job.version_id.in_(version_ids), Job.status.in_(_REQUEUABLE), ~awaiting_details)
     if target is not None:
         query = query.where(Job.target_id == target)
     result = session.execute(
