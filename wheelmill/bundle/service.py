@@ -254,6 +254,6 @@ def _item(name: str, version: str, job: bundle_sql.JobState) -> Item:
             reason = f"{job.status}: {reason}"
         if job.failure_detail:
             reason += f" ({job.failure_detail})"
-    elif job.status is JobStatus.waiting:
-        reason = f"retrying after {job.failure_reason or 'a failure'}"
+    elif job.status is JobStatus.waiting:  # a transient failure's retry, or upstream details still owed
+        reason = f"retrying after {job.failure_reason}" if job.failure_reason else job.reason
     return Item(name, version, status, job_id=job.job_id, reason=reason, build_id=job.build_id)
