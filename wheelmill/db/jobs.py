@@ -21,25 +21,12 @@ from wheelmill.db.tables import (
     BuildStatus,
     Job,
     JobStatus,
-    Package,
-    Source,
     TargetRow,
-    UpstreamWheel,
-    Version,
     utcnow,
 )
 from wheelmill.errors import LeaseLost
-from wheelmill.planning import Decision, Outcome, VersionFacts
 from wheelmill.retry import after_lost_builder
 from wheelmill.targets import Target
-
-# Jobs a new planning decision may change (see write_decisions); the bulk planner in feed.py shares it.
-REPLANNABLE = (JobStatus.queued, JobStatus.waiting, JobStatus.skipped, JobStatus.cancelled)
-STATUS_BY_OUTCOME = {
-    Outcome.build: JobStatus.queued,
-    Outcome.skip: JobStatus.skipped,
-    Outcome.covered: JobStatus.covered,
-}
 
 
 @dataclass(frozen=True)
@@ -84,62 +71,6 @@ def ensure_targets(
 
 def target_tags(session: Session) -> list[str]:
     return list(session.scalars(select(TargetRow.tag)))
-
-
-def version_facts(session: Session, version_id: int) -> tuple[Version, VersionFacts]:
-    version = session.get_one(Version, version_id)
-    package = session.get_one(Package, version.package_id)
-    sdists = session.execute(
-        select(Source.filename, Source.requires_python).where(Source.version_id == version_id)
-    ).all()
-    wheels = session.scalars(
-        select(UpstreamWheel.filename).where(UpstreamWheel.version_id == version_id)
-    ).all()
-    facts = VersionFacts(
-        sdists=tuple(row.filename for row in sdists),
-        upstream_wheels=tuple(wheels),
-        requires_python=next((row.requires_python for row in sdists if row.requires_python), None),
-        yanked=version.yanked,
-        quarantined=version.quarantined or package.quarantined or version.removed or package.removed,
-        package_skip=package.skip_reason,
-        version_skip=version.skip_reason,
-    )
-    return version, facts
-
-
-def write_decisions(session: Session, version: Version, decisions: dict[int, Decision]) -> int:
-    """Create or update this version's job per target (target id -> decision); returns jobs queued.
-
-    Leased, built and failed jobs keep their state. Open, skipped and cancelled jobs take the new
-    decision, so a binary-only version's jobs are queued once an sdist arrives. A covered job stays
-    covered unless the new decision is to build, since a farm wheel may be what covers it.
-    """
-    existing = {
-        job.target_id: job for job in session.scalars(select(Job).where(Job.version_id == version.id))
-    }
-    queued = 0
-    for tid, decision in decisions.items():
-        status = STATUS_BY_OUTCOME[decision.outcome]
-        job = existing.get(tid)
-        if job is None:
-            session.add(
-                Job(
-                    version_id=version.id,
-                    target_id=tid,
-                    status=status,
-                    reason=decision.reason,
-                    released_at=version.released_at,
-                )
-            )
-        elif job.status in REPLANNABLE or (
-            # a farm wheel may cover it too: only another "not a build" decision replaces covered
-            job.status is JobStatus.covered and decision.outcome is not Outcome.build
-        ):
-            job.status, job.reason, job.updated_at = status, decision.reason, utcnow()
-        else:
-            continue
-        queued += status is JobStatus.queued
-    return queued
 
 
 def cancel_open_jobs(session: Session, version_ids: Sequence[int], reason: str) -> list[int]:

@@ -17,7 +17,6 @@ from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from wheelmill.db import bulk
-from wheelmill.db.jobs import REPLANNABLE, STATUS_BY_OUTCOME
 from wheelmill.db.tables import (
     FeedFile,
     Job,
@@ -32,7 +31,15 @@ from wheelmill.db.tables import (
 )
 from wheelmill.planning import Decision, Outcome, VersionFacts
 
-STATUS = {**STATUS_BY_OUTCOME, Outcome.wait: JobStatus.waiting}  # a waiting job with no not_before
+# The job status each decision writes; a waiting job with no not_before awaits upstream details.
+STATUS = {
+    Outcome.build: JobStatus.queued,
+    Outcome.skip: JobStatus.skipped,
+    Outcome.covered: JobStatus.covered,
+    Outcome.wait: JobStatus.waiting,
+}
+# Jobs a new planning decision may change.
+REPLANNABLE = (JobStatus.queued, JobStatus.waiting, JobStatus.skipped, JobStatus.cancelled)
 
 
 def facts_of_versions(
