@@ -83,12 +83,9 @@ def ensure_version(
     return version, True
 
 
-def record_file(session: Session, version: Version, file: UpstreamFile) -> bool:
-    """Record an upstream sdist or wheel; returns whether anything changed."""
-    table = Source if file.is_sdist else UpstreamWheel
-    row = session.scalar(select(table).where(table.filename == file.filename))
-    values = {
-        "version_id": version.id,
+def file_columns(file: UpstreamFile) -> dict[str, object]:
+    """What upstream published about a file, as the columns of its row (Source or UpstreamWheel)."""
+    columns = {
         "url": file.url,
         "sha256": file.sha256,
         "size": file.size,
@@ -96,8 +93,16 @@ def record_file(session: Session, version: Version, file: UpstreamFile) -> bool:
         "upload_time": file.upload_time,
         "yanked": file.yanked,
     }
-    if table is UpstreamWheel:
-        values["core_metadata_sha256"] = file.core_metadata_sha256
+    if not file.is_sdist:
+        columns["core_metadata_sha256"] = file.core_metadata_sha256
+    return columns
+
+
+def record_file(session: Session, version: Version, file: UpstreamFile) -> bool:
+    """Record an upstream sdist or wheel; returns whether anything changed."""
+    table = Source if file.is_sdist else UpstreamWheel
+    row = session.scalar(select(table).where(table.filename == file.filename))
+    values = {"version_id": version.id, **file_columns(file)}
     if row is None:
         session.add(table(filename=file.filename, **values))
         return True

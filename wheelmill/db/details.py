@@ -16,7 +16,7 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from wheelmill.db import bulk
-from wheelmill.db.catalog import canonical_version
+from wheelmill.db.catalog import canonical_version, file_columns
 from wheelmill.db.feed import ADMIN, UPSTREAM, Applied, forgive, versions_of, yank_files
 from wheelmill.db.tables import DetailsOwed, FeedFile, Package, Source, UpstreamWheel, Version
 from wheelmill.errors import InvalidName
@@ -115,16 +115,7 @@ def _file_rows(session: Session, files: Mapping[str, tuple[int, UpstreamFile]]) 
     for filename, (version_id, file) in files.items():
         if filename in known:
             continue
-        row = {
-            "version_id": version_id,
-            "filename": filename,
-            "url": file.url,
-            "sha256": file.sha256,
-            "size": file.size,
-            "requires_python": file.requires_python,
-            "upload_time": file.upload_time,
-            "yanked": file.yanked,
-        }
+        row = {"version_id": version_id, "filename": filename, **file_columns(file)}
         rows[Source if file.is_sdist else UpstreamWheel].append(row)
     return rows
 
