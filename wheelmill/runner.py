@@ -26,7 +26,7 @@ from wheelmill.db.migrate import upgrade
 from wheelmill.errors import WheelmillError
 from wheelmill.master.app import create_app
 from wheelmill.master.context import Master
-from wheelmill.master.loops import start_loops
+from wheelmill.master.loops import start_loops, stop_loops
 from wheelmill.planner import plan_target_backfill
 from wheelmill.upstream.watch import add_watches
 
@@ -99,10 +99,8 @@ def _serve_with_workers(settings: Settings, master: Master) -> int:
                     stop.set()
     finally:
         stop.set()
-        master.dirty.wakeup.set()
         _stop_workers(children)
-        for loop in loops:
-            loop.join(timeout=10)
+        stop_loops(loops, stop)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status

@@ -66,8 +66,14 @@ def wait_for(condition, what: str, process: subprocess.Popen[bytes], timeout: fl
 
 
 def stop(process: subprocess.Popen[bytes]) -> str:
+    """Ctrl-C, as a person would; what the farm printed, whole, if it does not stop in time."""
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=60)
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        raise AssertionError("not stopped 60 s after Ctrl-C:\n" + output.decode(errors="replace")) from None
     assert process.returncode == 0, output.decode(errors="replace")
     return output.decode(errors="replace")
 

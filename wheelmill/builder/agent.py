@@ -20,7 +20,7 @@ from typing import Any
 
 from wheelmill import __version__
 from wheelmill.builder import building
-from wheelmill.builder.client import MasterClient
+from wheelmill.builder.client import MasterClient, Stopping
 from wheelmill.builder.sandbox import ROOT_PYTHON, make_sandbox
 from wheelmill.errors import LeaseLost, UploadRefused
 from wheelmill.targets import TARGET_PROBE, Target
@@ -114,6 +114,7 @@ class BuilderAgent:
     def shutdown(self) -> None:
         """Stop claiming, cancel the running build and hand its job back to the master."""
         self.stop.set()
+        self.client.stopping.set()
         current = self.current
         if current is not None:
             current.cancel.set()
@@ -125,10 +126,16 @@ class BuilderAgent:
         log.info("registered as %s for %s", registered["name"], self.target)
         done = 0
         while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
-            job, wait = self.client.claim()
+            try:
+                job, wait = self.client.claim()
+            except Stopping:
+                break
             if job is None:
                 self.stop.wait(wait)
                 continue
+            if self.stop.is_set():  # stopped while the claim was on its way: hand it straight back
+                self.client.release(job["lease_id"])
+                break
             self.run_job(job)
             done += 1
         return done

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Stopping(WheelmillError):
+    """The builder is stopping: a claim gives up waiting for the master."""
+
+
 class MasterClient:
     def __init__(
         self, master_url: str, token: str, *, patience: float = 600.0, timeout: float = 60.0
@@ -33,11 +38,16 @@ class MasterClient:
             headers={"Authorization": f"Bearer {token}", "User-Agent": f"wheelmill-builder/{__version__}"},
             timeout=timeout,
         )
+        # Set when the builder stops: a claim then stops riding out a master that does not answer
+        # (handing a job back still tries for the whole patience).
+        self.stopping = threading.Event()
 
     def close(self) -> None:
         self.http.close()
 
-    def _call(self, what: str, send: Callable[[], httpx.Response]) -> httpx.Response:
+    def _call(
+        self, what: str, send: Callable[[], httpx.Response], give_up: threading.Event | None = None
+    ) -> httpx.Response:
         deadline = time.monotonic() + self.patience
         delay = 0.5
         while True:
@@ -53,7 +63,10 @@ class MasterClient:
                     f"{what}: the master did not answer for {self.patience:.0f} s ({problem})"
                 )
             log.warning("%s: %s; retrying in %.1f s", what, problem, delay)
-            time.sleep(delay)
+            if give_up is None:
+                time.sleep(delay)
+            elif give_up.wait(delay):
+                raise Stopping(f"{what}: given up, the builder is stopping")
             delay = min(30.0, delay * 2) * random.uniform(0.8, 1.2)
 
     def register(self, info: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +74,9 @@ class MasterClient:
 
     def claim(self) -> tuple[dict[str, Any] | None, float]:
         """A job, or None and how long to wait before asking again."""
-        response = self._call("claim", lambda: self.http.post(f"{self.base}/jobs/claim"))
+        if self.stopping.is_set():
+            raise Stopping("claim: the builder is stopping")
+        response = self._call("claim", lambda: self.http.post(f"{self.base}/jobs/claim"), self.stopping)
         if response.status_code == 204:
             return None, float(response.headers.get("Retry-After", "5"))
         return response.json(), 0.0

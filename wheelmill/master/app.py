@@ -23,7 +23,7 @@ from wheelmill.errors import (
 )
 from wheelmill.master import admin_api, builder_api, bundle_api, diskguard, metrics
 from wheelmill.master.context import Master
-from wheelmill.master.loops import start_loops
+from wheelmill.master.loops import start_loops, stop_loops
 from wheelmill.master.static import make_static_app
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,7 @@ def create_app(master: Master, *, run_loops: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loops = start_loops(master, stop) if run_loops else []
         yield
-        stop.set()
-        master.dirty.wakeup.set()
-        for loop in loops:
-            loop.join(timeout=10)
+        stop_loops(loops, stop)
 
     app = FastAPI(title="wheelmill", version=__version__, lifespan=lifespan)
     app.state.master = master

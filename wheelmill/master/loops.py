@@ -97,3 +97,12 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
     for loop in loops:
         loop.start()
     return loops
+
+
+def stop_loops(loops: list[Loop], stop: threading.Event, timeout: float = 10) -> None:
+    """Stop the loops now: each one waiting out its interval is woken, then joined."""
+    stop.set()
+    for loop in loops:
+        loop.wake.set()
+    for loop in loops:
+        loop.join(timeout=timeout)
