@@ -19,27 +19,38 @@ from wheelmill.testing import StandInUpstream
 
 pytestmark = pytest.mark.slow
 SIMPLE_JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+LOGS: dict[int, Path] = {}  # the farm's output file, by process id
 
 
 def start_up(workdir: Path, upstream: StandInUpstream, port: int, watch: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wheelmill",
-            "up",
-            "--watch",
-            watch,
-            "--upstream",
-            upstream.simple_url,
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        cwd=workdir,
-        env=client_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    path = workdir / f"up-{len(LOGS)}.log"
+    with path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wheelmill",
+                "up",
+                "--watch",
+                watch,
+                "--upstream",
+                upstream.simple_url,
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=workdir,
+            env=client_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    LOGS[process.pid] = path
+    return process
+
+
+def output(process: subprocess.Popen[bytes]) -> str:
+    """What the farm printed so far. It goes to a file, as a terminal would take it: a pipe nobody
+    reads while pip runs would fill and stall the farm's logging, and with it the farm."""
+    return LOGS[process.pid].read_text(errors="replace")
 
 
 def farm_wheels(port: int, project: str) -> list[str]:
@@ -57,9 +68,8 @@ def wait_for(condition, what: str, process: subprocess.Popen[bytes], timeout: fl
     while not condition():
         if process.poll() is not None:
             raise AssertionError(
-                f"wheelmill up exited ({process.returncode}) waiting for {what}:\n"
-                + process.stdout.read().decode(errors="replace")
-            )  # type: ignore[union-attr]
+                f"wheelmill up exited ({process.returncode}) waiting for {what}:\n" + output(process)
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.5)
@@ -69,13 +79,13 @@ def stop(process: subprocess.Popen[bytes]) -> str:
     """Ctrl-C, as a person would; what the farm printed, whole, if it does not stop in time."""
     process.send_signal(signal.SIGINT)
     try:
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate()
-        raise AssertionError("not stopped 60 s after Ctrl-C:\n" + output.decode(errors="replace")) from None
-    assert process.returncode == 0, output.decode(errors="replace")
-    return output.decode(errors="replace")
+        process.wait()
+        raise AssertionError("not stopped 60 s after Ctrl-C:\n" + output(process)) from None
+    assert process.returncode == 0, output(process)
+    return output(process)
 
 
 def build_count(workdir: Path) -> int:
