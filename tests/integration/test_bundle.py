@@ -56,18 +56,21 @@ def running_farm(workdir: Path, upstream_url: str, token: str = "") -> Iterator[
         f"127.0.0.1:{port}",
     ]
     env = {**client_env(), "WHEELMILL_ADMIN_TOKEN": token}
-    process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = workdir / "up.log"  # a file, as a terminal: an unread pipe would fill and stall the farm
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
     farm = Farm(f"http://127.0.0.1:{port}/", token)
     try:
         deadline = time.monotonic() + 60
         while not _answers(farm.url + "bundle/"):
-            assert process.poll() is None, process.stdout.read().decode(errors="replace")  # type: ignore[union-attr]
+            assert process.poll() is None, log.read_text(errors="replace")
             assert time.monotonic() < deadline, "the farm did not start"
             time.sleep(0.2)
         yield farm
     finally:
         process.send_signal(signal.SIGINT)
-        output = process.communicate(timeout=60)[0].decode(errors="replace")
+        process.wait(timeout=60)
+        output = log.read_text(errors="replace")
     assert "Traceback" not in output, output
 
 
