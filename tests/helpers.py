@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,3 +25,9 @@ def client_env() -> dict[str, str]:
 def fresh_venv(path: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     return path / "bin" / "python"
+
+
+def hears_ctrl_c() -> None:
+    """For ``preexec_fn``: a shell's background job starts with Ctrl-C ignored, and Python then
+    ignores it for good; a farm stopped with Ctrl-C must hear it, as from a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import client_env, free_port, fresh_venv
+from tests.helpers import client_env, free_port, fresh_venv, hears_ctrl_c
 from wheelmill.targets import Target
 from wheelmill.testing import StandInUpstream
 
@@ -58,7 +58,9 @@ def running_farm(workdir: Path, upstream_url: str, token: str = "") -> Iterator[
     env = {**client_env(), "WHEELMILL_ADMIN_TOKEN": token}
     log = workdir / "up.log"  # a file, as a terminal: an unread pipe would fill and stall the farm
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=hears_ctrl_c
+        )
     farm = Farm(f"http://127.0.0.1:{port}/", token)
     try:
         deadline = time.monotonic() + 60

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import client_env, free_port, fresh_venv
+from tests.helpers import client_env, free_port, fresh_venv, hears_ctrl_c
 from wheelmill.testing import StandInUpstream
 
 pytestmark = pytest.mark.slow
@@ -42,6 +42,7 @@ def start_up(workdir: Path, upstream: StandInUpstream, port: int, watch: str) ->
             env=client_env(),
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=hears_ctrl_c,
         )
     LOGS[process.pid] = path
     return process
