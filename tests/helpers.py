@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from wheelmill.testing import StandInUpstream
+from wheelmill.upstream.model import UpstreamFile
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -31,3 +34,24 @@ def hears_ctrl_c() -> None:
     """For ``preexec_fn``: a shell's background job starts with Ctrl-C ignored, and Python then
     ignores it for good; a farm stopped with Ctrl-C must hear it, as from a terminal."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stand_in_job(
+    upstream: StandInUpstream,
+    package: str,
+    sdist: UpstreamFile,
+    extra_requirements: list[str],
+    time_limit: int,
+) -> dict[str, object]:
+    """What a claim hands a builder for ``sdist`` of the stand-in upstream, which is also its index."""
+    return {
+        "package": package,
+        "source_url": upstream.url + sdist.path,
+        "source_filename": sdist.filename,
+        "source_sha256": sdist.sha256,
+        "source_size": sdist.size,
+        "index_url": upstream.simple_url,
+        "extra_index_url": upstream.simple_url,
+        "time_limit_seconds": time_limit,
+        "extra_requirements": extra_requirements,
+    }

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import client_env, free_port
+from tests.helpers import client_env, free_port, stand_in_job
 from wheelmill.builder import building
 from wheelmill.builder.sandbox import Limits
 from wheelmill.testing import StandInUpstream
@@ -343,17 +343,7 @@ def test_the_builder_names_the_remedy_and_a_claim_with_it_builds(
     upstream.add_wheel("numpy", "2.0")  # a stand-in numpy, enough to import
     sdist = upstream.add_release("hostile-numpy", "1.0", kind="undeclared-numpy")
     assert sdist is not None
-    job = {
-        "package": "hostile-numpy",
-        "source_url": upstream.url + sdist.path,
-        "source_filename": sdist.filename,
-        "source_sha256": sdist.sha256,
-        "source_size": sdist.size,
-        "index_url": upstream.simple_url,
-        "extra_index_url": upstream.simple_url,
-        "time_limit_seconds": 60,
-        "extra_requirements": [],
-    }
+    job = stand_in_job(upstream, "hostile-numpy", sdist, [], time_limit=60)
 
     def build(extra_requirements: list[str], workdir: Path) -> building.Outcome:
         workdir.mkdir()

@@ -8,6 +8,7 @@ import tarfile
 import threading
 from pathlib import Path
 
+from tests.helpers import stand_in_job
 from wheelmill.builder import building
 from wheelmill.testing import StandInUpstream
 
@@ -40,17 +41,7 @@ def test_a_setup_py_only_sdist_builds_once_the_remedy_provides_numpy(
 
     def build(extra_requirements: list[str], workdir: Path) -> building.Outcome:
         workdir.mkdir()
-        job = {
-            "package": "legacy-demo",
-            "source_url": upstream.url + sdist.path,
-            "source_filename": sdist.filename,
-            "source_sha256": sdist.sha256,
-            "source_size": sdist.size,
-            "index_url": upstream.simple_url,
-            "extra_index_url": upstream.simple_url,
-            "time_limit_seconds": 120,
-            "extra_requirements": extra_requirements,
-        }
+        job = stand_in_job(upstream, "legacy-demo", sdist, extra_requirements, time_limit=120)
         return building.build(job, workdir, "required", sys.executable, threading.Event())
 
     failed = build([], tmp_path / "first")
