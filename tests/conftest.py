@@ -3,6 +3,7 @@ the stand-in upstream, and the build-dependency wheels builds resolve from it.""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -91,3 +92,11 @@ def upstream(build_dependency_wheels: list[Path]) -> Iterator[StandInUpstream]:
         for wheel in build_dependency_wheels:
             index.add_wheel_file(wheel)
         yield index
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect cycles now, so an unclosed socket or file fails the test that leaked it (warnings are
+    errors) rather than whichever later test the collector happens to run in."""
+    yield
+    gc.collect()

@@ -86,11 +86,11 @@ def test_a_farm_builds_a_c_extension_for_the_host_and_for_armv7l(
     farm = Farm(
         tmp_path, upstream.simple_url, watch=["democ"], targets=[host, V7], target_cflags={V7: ARMV6_CFLAGS}
     )
+    index = httpx.Client(base_url=farm.url, timeout=30)
     try:
         master = farm.serve()
         builders = [farm.builder("host-1"), farm.builder("pi-1", options=["--root", str(armhf_root)])]
         wanted = {f"democ-1.0-{host}.whl", f"democ-1.0-{V7}.whl", "democ-1.0-cp311-cp311-linux_armv6l.whl"}
-        index = httpx.Client(base_url=farm.url, timeout=30)
 
         def listed() -> set[str]:
             page = index.get("/simple/democ/", headers=JSON)
@@ -137,4 +137,5 @@ def test_a_farm_builds_a_c_extension_for_the_host_and_for_armv7l(
         assert [path.name for path in downloads.iterdir()] == [f"democ-1.0-{V7}.whl"]
         assert (downloads / f"democ-1.0-{V7}.whl").read_bytes() == arm
     finally:
+        index.close()
         farm.close()
