@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import PG_URL, database_url
 from tests.farm import Farm, wait_until
-from tests.helpers import free_port
+from tests.helpers import free_port, processes_with
 from wheelmill.testing import StandInUpstream
 from wheelmill.testing.metadata import CoreMetadata
 from wheelmill.testing.wheels import make_wheel
@@ -51,6 +51,9 @@ def test_a_builder_killed_mid_build_loses_its_lease_and_another_builds_the_job(
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
     assert successes(farm) == []  # it died before it could finish
+    # Its build dies with it, even one whose sandbox was starting at that moment.
+    workdir = str(tmp_path / "builder-doomed")
+    wait_until(lambda: not processes_with(workdir), "the killed builder's build to die", timeout=10)
     survivor = farm.builder("survivor")
     wait_until(lambda: successes(farm), "the second builder's build", master, survivor, timeout=240)
     assert successes(farm) == [(1, 1)]  # exactly one successful build of the one job

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import processes_with
 from wheelmill.builder.buildenv import describe_environment
 from wheelmill.builder.sandbox import Limits, Sandbox, SandboxResult, make_sandbox
 from wheelmill.errors import SandboxUnavailable
@@ -41,17 +42,6 @@ def run_sh(sandbox: Sandbox, workdir: Path, script: str, limits: Limits = QUICK,
 
 def run_py(sandbox: Sandbox, workdir: Path, code: str, limits: Limits = QUICK) -> SandboxResult:
     return sandbox.run([SYSTEM_PYTHON, "-c", code], workdir=workdir, env={}, limits=limits)
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
 
 
 def fingerprint(path: Path) -> tuple[str, float] | None:
@@ -152,6 +142,33 @@ def test_daemon_left_by_a_finished_build_is_killed(sandbox: Sandbox, workdir: Pa
 
 
 @pytest.mark.slow
+def test_a_build_being_started_dies_with_the_builder(tmp_path: Path) -> None:
+    """A builder SIGKILLed between starting a build's process and bubblewrap arming its own
+    --die-with-parent must not leave the build running: the sandbox arms it before the exec."""
+    marker = f"wheelmill-orphan-{uuid.uuid4().hex}"
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "from wheelmill.builder.sandbox import Limits, _preexec\n"
+            f"argv = ['/bin/sh', '-c', 'sleep 300 # {marker}']\n"
+            "subprocess.Popen(argv, preexec_fn=_preexec(Limits(), []))\n"
+            "print('started', flush=True)\n"
+            "time.sleep(300)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    with starter:
+        assert starter.stdout is not None and starter.stdout.readline() == b"started\n"
+        assert processes_with(marker)
+        starter.kill()
+    deadline = time.monotonic() + 5
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_with(marker) == []
+
+
 def test_fork_bomb_is_contained_and_the_next_build_works(sandbox: Sandbox, workdir: Path) -> None:
     marker = f"bomb-{uuid.uuid4().hex}"
     # Each process forks until refused, then retries now and then: the population stays at the cap.

@@ -23,6 +23,7 @@ RLIMIT_NPROC is left, which binds an unprivileged builder and not root.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import os
@@ -380,8 +381,25 @@ class _Cgroups:
         return "oom_kill" in control and int(control[control.index("oom_kill") + 1]) > 0
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with(parent: int) -> None:
+    """In the child: be killed when the thread that started us dies, as when the builder is SIGKILLed.
+
+    bubblewrap's --die-with-parent arms the same signal only once it runs, so a builder killed
+    between this fork and bubblewrap's start left the build running, parented to init, for good.
+    Armed here before the exec (it survives it), and checked: a parent already gone means no build.
+    """
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _preexec(limits: Limits, join_fds: list[int]) -> Callable[[], None]:
-    """What the child does between fork and exec: join the cgroups and set the rlimits."""
+    """What the child does between fork and exec: tie its life to ours, join the cgroups and set
+    the rlimits."""
     rlimits = [(resource.RLIMIT_CORE, 0)]
     if limits.memory_bytes is not None:
         rlimits.append((resource.RLIMIT_DATA, limits.memory_bytes))
@@ -390,7 +408,10 @@ def _preexec(limits: Limits, join_fds: list[int]) -> Callable[[], None]:
     if limits.max_processes is not None and not join_fds:
         rlimits.append((resource.RLIMIT_NPROC, limits.max_processes))
 
+    parent = os.getpid()
+
     def preexec() -> None:
+        _die_with(parent)
         for fd in join_fds:
             os.write(fd, b"0")
         for which, value in rlimits:
