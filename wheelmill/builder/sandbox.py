@@ -272,11 +272,13 @@ def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], rundir: Path, roo
     args = [*_namespace_args(), *_system_args(root)]
     for name in ("passwd", "group", "hosts"):
         args += ["--ro-bind", str(rundir / name), f"/etc/{name}"]
+    # /tmp is the build's TMPDIR too, so tools that ignore TMPDIR write into the watched scratch.
+    # It comes first: the tools (a builder's venv made in /tmp, say) and a workdir under the host's
+    # /tmp are then mounted over it, not hidden by it.
+    args += ["--bind", str(workdir / "tmp"), "/tmp"]
     for path in readonly_paths:
         args += ["--ro-bind", str(path), str(path)]
-    # /tmp is the build's TMPDIR too, so tools that ignore TMPDIR write into the watched scratch.
-    # It comes first: a workdir under the host's /tmp is then mounted over it, not hidden by it.
-    args += ["--bind", str(workdir / "tmp"), "/tmp", "--bind", str(workdir), str(workdir),
+    args += ["--bind", str(workdir), str(workdir),
              "--ro-bind", str(rundir), RUN_DIR, "--remount-ro", "/", "--chdir", str(workdir)]  # fmt: skip
     return args
 
