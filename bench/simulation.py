@@ -218,18 +218,27 @@ class KeepAlive:
 async def simulated_builder(
     base: str,
     token: str,
-    until: float,
+    window: tuple[float, float],
     build_seconds: tuple[float, float] | None,
     latencies: list[float],
     done: list[int],
 ) -> None:
+    """Claim and complete until the window closes, counting only what happens inside it.
+
+    With a build time, the builder first waits a random part of one build: a running fleet's
+    builders are out of phase, not all asking at the same instant as processes started together.
+    """
+    opens, closes = window
     failure = json.dumps({"status": "failed", "duration_s": 0.0, "failure_reason": "compiler_error"}).encode()
     client = await KeepAlive.open(base, token)
+    if build_seconds:
+        await asyncio.sleep(random.uniform(0, build_seconds[1]))
     try:
-        while time.monotonic() < until:
+        while time.monotonic() < closes:
             started = time.perf_counter()
             status, body = await client.post("/api/v1/jobs/claim")
-            latencies.append(time.perf_counter() - started)
+            if time.monotonic() >= opens:
+                latencies.append(time.perf_counter() - started)
             if status == 204:
                 await asyncio.sleep(0.1)
                 continue
@@ -241,7 +250,8 @@ async def simulated_builder(
             status, body = await client.post(f"/api/v1/leases/{job['lease_id']}/complete", failure)
             if status != 200:
                 raise RuntimeError(f"complete answered {status}: {body[:200]!r}")
-            done.append(job["job_id"])
+            if opens <= time.monotonic() < closes:
+                done.append(job["job_id"])
     finally:
         client.close()
 
@@ -269,9 +279,8 @@ def run_load(
     label: str,
 ) -> Load:
     """Drive ``tokens`` simulated builders for ``seconds`` (on uvloop: the generator stays cheap)."""
-    cpu = cpu_seconds(server.pid)
-    latencies, done, elapsed = uvloop.run(_load(base, tokens, seconds, build_seconds, label))
-    return Load(latencies, done, elapsed, cpu_seconds(server.pid) - cpu)
+    latencies, done, cpu = uvloop.run(_load(server.pid, base, tokens, seconds, build_seconds, label))
+    return Load(latencies, done, seconds, cpu)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -286,27 +295,46 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def _load(
-    base: str, tokens: list[str], seconds: float, build_seconds: tuple[float, float] | None, label: str
+    pid: int,
+    base: str,
+    tokens: list[str],
+    seconds: float,
+    build_seconds: tuple[float, float] | None,
+    label: str,
 ) -> tuple[list[float], list[int], float]:
+    """Measure ``seconds`` of steady state, after a warm-up of one longest build (or one second).
+
+    Returns the claim latencies, the jobs completed and the master's CPU seconds in that window.
+    """
     latencies: list[float] = []
     done: list[int] = []
     started = time.monotonic()
-    until = started + seconds
+    opens = started + (build_seconds[1] if build_seconds else 1.0)
+    closes = opens + seconds
     with Progress(console=console) as progress:
-        task = progress.add_task(label, total=seconds)
+        task = progress.add_task(label, total=closes - started)
+        cpu_at_open: list[float] = []
+
+        async def open_window() -> None:
+            await asyncio.sleep(opens - time.monotonic())
+            cpu_at_open.append(cpu_seconds(pid))
 
         async def tick() -> None:
-            while time.monotonic() < until:
+            while time.monotonic() < closes:
                 progress.update(
                     task, completed=time.monotonic() - started, description=f"{label}: {len(done):,} jobs"
                 )
                 await asyncio.sleep(0.5)
 
         await asyncio.gather(
+            open_window(),
             tick(),
-            *(simulated_builder(base, token, until, build_seconds, latencies, done) for token in tokens),
+            *(
+                simulated_builder(base, token, (opens, closes), build_seconds, latencies, done)
+                for token in tokens
+            ),
         )
-    return latencies, done, time.monotonic() - started
+    return latencies, done, cpu_seconds(pid) - cpu_at_open[0]
 
 
 def naive_and_claim_ms(url: str) -> tuple[float, float]:

@@ -66,9 +66,10 @@ def follow(
 
 def marked(db: Database) -> set[str]:
     """Project pages marked for the publisher since the last call (and taken off the outbox)."""
-    with db.write() as session:
+    with db.read() as session:
         outbox = pending.take(session, limit=10_000)
-        pending.done(session, outbox)
+    with db.transaction() as tx:
+        pending.done(tx, outbox)
     return set(outbox.projects)
 
 

@@ -72,6 +72,18 @@ class Transaction:
             cursor.execute(statement.postgresql, {k: _postgresql_value(v) for k, v in params.items()})
         return cursor
 
+    def executemany(self, statement: Statement, rows: list[Mapping[str, Any]]) -> None:
+        """Run ``statement`` once per parameter set, in one driver call."""
+        cursor = self.connection.cursor()
+        if self.is_sqlite:
+            if statement.sqlite is None:
+                raise TypeError(f"a PostgreSQL-only statement run on SQLite: {statement.postgresql!r}")
+            cursor.executemany(statement.sqlite, [{k: _sqlite_value(v) for k, v in r.items()} for r in rows])
+        else:
+            cursor.executemany(
+                statement.postgresql, [{k: _postgresql_value(v) for k, v in r.items()} for r in rows]
+            )
+
 
 _AS_IS = frozenset({int, str, float, type(None)})
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -77,19 +77,16 @@ def take(session: Session, limit: int = 1000) -> Pending:
     )
 
 
-def done(session: Session, pending: Pending) -> None:
+# By primary key, one row per parameter set: an OR of many (kind, key) pairs made SQLite scan the
+# outbox while holding the write lock, stalling every claim behind it for ~100 ms.
+_DONE = Statement(
+    "DELETE FROM pending_pages WHERE kind = :kind AND key = :key AND marked_at <= :marked"
+)
+
+
+def done(tx: Transaction, pending: Pending) -> None:
     """Forget the marks that were published; a page marked again meanwhile stays pending."""
-    for start in range(0, len(pending.marks), 100):  # SQLite caps an expression's depth
-        chunk = pending.marks[start : start + 100]
-        session.execute(
-            delete(PendingPage).where(
-                or_(
-                    *(
-                        and_(
-                            PendingPage.kind == kind, PendingPage.key == key, PendingPage.marked_at <= marked
-                        )
-                        for kind, key, marked in chunk
-                    )
-                )
-            )
+    if pending.marks:
+        tx.executemany(
+            _DONE, [{"kind": kind, "key": key, "marked": marked} for kind, key, marked in pending.marks]
         )

@@ -62,8 +62,8 @@ class Dirty:
             return pending.take(session)
 
     def done(self, taken: pending.Pending) -> None:
-        with self.db.write() as session:
-            pending.done(session, taken)
+        with self.db.transaction() as tx:
+            pending.done(tx, taken)
 
 
 @dataclass
