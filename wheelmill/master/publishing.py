@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Any
 
 from wheelmill.config import Settings
 from wheelmill.db import views
@@ -145,30 +146,55 @@ def publish_all(
     ``rewrite_logs`` asks for all of them, as after an upgrade that changed their template. Logs
     come first so that the build matrices of the project pages never link to a missing page.
 
-    Batches go to ``workers`` processes (one per CPU by default), each with its own database
-    connection: rendering is CPU-bound Python, and while one process waits on the file system
-    another renders. ``progress`` gets (pages done, pages to do), logs and projects together.
-    Returns the number of projects. Pages whose bytes do not change are left alone.
+    ``progress`` gets (pages done, pages to do), logs and projects together. Returns the number
+    of projects. Pages whose bytes do not change are left alone.
     """
     with master.db.read() as session:
         names = list(views.package_names(session))
+    build_ids = _log_pages_to_write(master, publisher, rewrite_logs)
+    # One phase at a time, so no project page is written before the log pages it links to.
+    _in_workers(master, [(_worker_logs, build_ids), (_worker_projects, names)], progress, workers)
+    publish_site(master, publisher)
+    return len(names)
+
+
+def publish_missing_logs(
+    master: Master, publisher: Publisher, progress: Progress | None = None, workers: int | None = None
+) -> int:
+    """Write the log pages of finished builds that have none; returns how many were written."""
+    build_ids = _log_pages_to_write(master, publisher, rewrite=False)
+    _in_workers(master, [(_worker_logs, build_ids)], progress, workers)
+    return len(build_ids)
+
+
+def _log_pages_to_write(master: Master, publisher: Publisher, rewrite: bool) -> list[int]:
+    with master.db.read() as session:
         build_ids = views.finished_builds(session)
-    if not rewrite_logs:
-        build_ids = missing_log_pages(publisher.output_dir, build_ids)
-    total, done = len(names) + len(build_ids), 0
+    return build_ids if rewrite else missing_log_pages(publisher.output_dir, build_ids)
+
+
+def _in_workers(
+    master: Master,
+    phases: list[tuple[Callable[[list[Any]], int], list[Any]]],
+    progress: Progress | None,
+    workers: int | None,
+) -> None:
+    """Run each phase's batches in ``workers`` processes (one per CPU by default), phase by phase.
+
+    Each process has its own database connection: rendering is CPU-bound Python, and while one
+    process waits on the file system another renders.
+    """
+    total, done = sum(len(items) for _, items in phases), 0
     context = multiprocessing.get_context("spawn")  # no forked copies of this process's threads
     with ProcessPoolExecutor(
         workers or os.cpu_count(), mp_context=context, initializer=_start_worker, initargs=(master.settings,)
     ) as pool:
-        # One phase at a time, so no project page is written before the log pages it links to.
-        for work, items in ((_worker_logs, build_ids), (_worker_projects, names)):
+        for work, items in phases:
             batches = [pool.submit(work, items[i : i + BATCH]) for i in range(0, len(items), BATCH)]
             for batch in as_completed(batches):
                 done += batch.result()
                 if progress:
                     progress(done, total)
-    publish_site(master, publisher)
-    return len(names)
 
 
 _worker: tuple[Master, Publisher] | None = None  # a publish_all worker process's own master

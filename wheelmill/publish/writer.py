@@ -119,10 +119,12 @@ def _stage(directory: str, files: Mapping[str, bytes]) -> str:
         shutil.rmtree(stage)
         os.mkdir(stage)
     try:
+        made = {""}  # the stage is new: each subdirectory is made once, without asking first
         for relative, data in files.items():
             subdirectory = os.path.dirname(relative)
-            if subdirectory and not os.path.isdir(os.path.join(stage, subdirectory)):
-                os.makedirs(os.path.join(stage, subdirectory))
+            if subdirectory not in made:
+                os.makedirs(os.path.join(stage, subdirectory), exist_ok=True)
+                made.add(subdirectory)
             _write_new(os.path.join(stage, relative), data)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
