@@ -43,8 +43,6 @@ class Loop(threading.Thread):
         self.wake = wake or threading.Event()
 
     def run(self) -> None:
-        import os
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), int(os.environ.get("NICE", "0")))
         try:
             while not self.stop_event.is_set():
                 if not self.lock.try_acquire():
