@@ -231,6 +231,20 @@ def test_project_page_escapes_and_instructs(published: Path) -> None:
     assert 'http-equiv="Content-Security-Policy"' in html
 
 
+def test_build_and_file_tables_show_builder_text_as_text(publisher: Publisher, tmp_path: Path) -> None:
+    page = project_page()
+    hostile = 'x" onmouseover="alert(1)'
+    page = page._replace(
+        cells=(BuildCell("1.1", TARGET, "failed", 8, hostile),),
+        files=(page.files[0]._replace(broken=SCRIPT, apt_packages=("<b>libfoo1</b>",)),),
+    )
+    publisher.write_project(project_index(), page)
+    html = (tmp_path / "www/project/demo-pure/index.html").read_text()
+    assert SCRIPT not in html and "broken: &lt;script&gt;" in html
+    assert "<b>" not in html and "needs &lt;b&gt;libfoo1&lt;/b&gt;" in html
+    assert hostile not in html and 'title="x&quot; onmouseover=&quot;alert(1)"' in html
+
+
 def test_farm_only_index_commands_compare_indexes(tmp_path: Path) -> None:
     publisher = Publisher(tmp_path / "www", base_url="https://wheels.example.org/", merged_index=False)
     publisher.write_project(project_index(), project_page())

@@ -57,10 +57,6 @@ class Transaction:
         conn = session.connection()
         return cls(conn.connection.driver_connection, conn.dialect.name == "sqlite")
 
-    def pipeline(self) -> contextlib.AbstractContextManager[Any]:
-        """Statements whose results nobody reads, sent to PostgreSQL in one round trip."""
-        return contextlib.nullcontext() if self.is_sqlite else self.connection.pipeline()
-
     def execute(self, statement: Statement, params: Mapping[str, Any]) -> Any:
         """Run ``statement``; returns the driver's cursor (``fetchone``, ``rowcount``)."""
         cursor = self.connection.cursor()
@@ -198,7 +194,8 @@ class Database:
 
         On PostgreSQL the whole transaction runs in psycopg's pipeline mode: BEGIN travels with
         the first statement and COMMIT with the last writes, so a claim or a completion costs a
-        round trip per result it reads, not one per statement plus two.
+        round trip per result it reads, not one per statement plus two. Read a statement's result
+        with ``fetchone``/``fetchall``, which wait for it; ``rowcount`` is not known until then.
         """
         with self._writer_lock:
             raw = self.engine.raw_connection()

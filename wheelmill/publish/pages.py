@@ -23,6 +23,7 @@ from wheelmill.publish.model import (
     SiteSummary,
     Stats,
 )
+from wheelmill.publish.project_tables import file_rows, matrix_rows
 from wheelmill.publish.simple import json_array_chunks
 
 SEARCH_COLUMNS = ("name", "summary", "versions", "wheels")
@@ -157,7 +158,12 @@ class Pages:
 
     def project(self, page: ProjectPage) -> str:
         """A project page: how to install, what was built, what failed."""
-        return self._render("project.html", page=page, matrix=build_matrix(page))
+        return self._render(
+            "project.html",
+            page=page,
+            matrix_rows=matrix_rows(build_matrix(page)),
+            file_rows=file_rows(page.files, file_size),
+        )
 
     def log(self, page: BuildLogPage) -> str:
         """A build's page: its outcome, environment and log."""
