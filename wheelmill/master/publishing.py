@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from wheelmill.db import views
 from wheelmill.db.engine import Database
 from wheelmill.master import diskguard
 from wheelmill.master.context import Master
+from wheelmill.publish.model import BuilderRow, SearchEntry, SiteSummary, Stats
 from wheelmill.publish.publisher import Publisher, missing_log_pages
 
 log = logging.getLogger(__name__)
@@ -73,20 +74,47 @@ def publish_logs(master: Master, publisher: Publisher, build_ids: Iterable[int])
             publisher.write_log(record)
 
 
-def publish_site(master: Master, publisher: Publisher) -> None:
-    """The pages that summarise the whole farm: root index, home, builders, statistics, search."""
+@dataclass(frozen=True)
+class SiteData:
+    """What the site-wide pages show, read in one snapshot before any of them is written."""
+
+    names: list[str]
+    last_serial: int
+    summary: SiteSummary
+    builders: tuple[BuilderRow, ...]
+    stats: Stats
+    search: list[SearchEntry]
+
+
+def read_site(master: Master) -> SiteData:
+    """Everything the site pages need from the database: seconds of queries at a big farm's scale."""
     usage = shutil.disk_usage(master.settings.resolved_output_dir)
     with master.db.read() as session:
-        publisher.write_root_index(views.package_names(session), views.last_serial(session))
         summary = views.site_summary(session, usage.used, usage.free)
-        summary = dataclasses.replace(summary, notice=diskguard.notice(master))
-        publisher.write_home(summary)
-        publisher.write_builders(views.builder_rows(session))
-        publisher.write_stats(views.stats(session))
-        publisher.write_search_index(views.search_entries(session))
+        return SiteData(
+            names=list(views.package_names(session)),
+            last_serial=views.last_serial(session),
+            summary=dataclasses.replace(summary, notice=diskguard.notice(master)),
+            builders=views.builder_rows(session),
+            stats=views.stats(session),
+            search=list(views.search_entries(session)),
+        )
+
+
+def write_site(master: Master, publisher: Publisher, site: SiteData) -> None:
+    """The pages that summarise the whole farm: root index, home, builders, statistics, search."""
+    publisher.write_root_index(site.names, site.last_serial)
+    publisher.write_home(site.summary)
+    publisher.write_builders(site.builders)
+    publisher.write_stats(site.stats)
+    publisher.write_search_index(site.search)
     # The home page links its recent builds; a running or lost build was never marked for a page.
-    missing = [build.build_id for build in summary.recent_builds if not publisher.has_log(build.build_id)]
-    publish_logs(master, publisher, missing)
+    recent = site.summary.recent_builds
+    publish_logs(master, publisher, [b.build_id for b in recent if not publisher.has_log(b.build_id)])
+
+
+def publish_site(master: Master, publisher: Publisher) -> None:
+    write_site(master, publisher, read_site(master))
 
 
 @dataclass
@@ -152,9 +180,13 @@ def publish_all(
     with master.db.read() as session:
         names = list(views.package_names(session))
     build_ids = _log_pages_to_write(master, publisher, rewrite_logs)
-    # One phase at a time, so no project page is written before the log pages it links to.
-    _in_workers(master, [(_worker_logs, build_ids), (_worker_projects, names)], progress, workers)
-    publish_site(master, publisher)
+    with ThreadPoolExecutor(1, thread_name_prefix="wheelmill-site") as reader:
+        # The site pages' queries run while the workers render; the pages are written after
+        # them, so the root index never lists a project whose pages are not there yet.
+        site = reader.submit(read_site, master)
+        # One phase at a time, so no project page is written before the log pages it links to.
+        _in_workers(master, [(_worker_logs, build_ids), (_worker_projects, names)], progress, workers)
+        write_site(master, publisher, site.result())
     return len(names)
 
 
