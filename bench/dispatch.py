@@ -49,6 +49,7 @@ def bench_backend(name: str, url: str, args: argparse.Namespace, workdir: Path) 
     figures = {
         "capacity_jobs_per_s": round(capacity.per_second, 1),
         "master_cpu_ms_per_job": round(1000 * capacity.master_cpu / max(1, len(capacity.done)), 2),
+        "loops_cpu_ms_per_job": round(1000 * capacity.loops_cpu / max(1, len(capacity.done)), 2),
         "p50_claim_ms": round(ms[len(ms) // 2], 2),
         "p99_claim_ms": round(ms[int(len(ms) * 0.99)], 2),
         "claims_under_load": len(ms),

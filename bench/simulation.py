@@ -264,6 +264,7 @@ class Load:
     done: list[int]  # job ids completed
     elapsed: float  # seconds
     master_cpu: float  # CPU seconds the master's processes used meanwhile
+    loops_cpu: float  # of which its parent process: the publisher, reaper and follower loops
 
     @property
     def per_second(self) -> float:
@@ -279,19 +280,22 @@ def run_load(
     label: str,
 ) -> Load:
     """Drive ``tokens`` simulated builders for ``seconds`` (on uvloop: the generator stays cheap)."""
-    latencies, done, cpu = uvloop.run(_load(server.pid, base, tokens, seconds, build_seconds, label))
-    return Load(latencies, done, seconds, cpu)
+    latencies, done, (total, loops) = uvloop.run(
+        _load(server.pid, base, tokens, seconds, build_seconds, label)
+    )
+    return Load(latencies, done, seconds, total, loops)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (``serve`` forks its API workers)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User + system CPU of a process and its children (``serve`` forks its API workers), and of
+    the process alone (there, ``serve`` runs its loops)."""
     tick = os.sysconf("SC_CLK_TCK")
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    total = 0
+    used = []
     for process in [pid, *map(int, children)]:
         fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
+        used.append((int(fields[11]) + int(fields[12])) / tick)
+    return sum(used), used[0]
 
 
 async def _load(
@@ -301,10 +305,11 @@ async def _load(
     seconds: float,
     build_seconds: tuple[float, float] | None,
     label: str,
-) -> tuple[list[float], list[int], float]:
+) -> tuple[list[float], list[int], tuple[float, float]]:
     """Measure ``seconds`` of steady state, after a warm-up of one longest build (or one second).
 
-    Returns the claim latencies, the jobs completed and the master's CPU seconds in that window.
+    Returns the claim latencies, the jobs completed and the master's CPU seconds in that window
+    (all of its processes, and its parent process alone).
     """
     latencies: list[float] = []
     done: list[int] = []
@@ -313,7 +318,7 @@ async def _load(
     closes = opens + seconds
     with Progress(console=console) as progress:
         task = progress.add_task(label, total=closes - started)
-        cpu_at_open: list[float] = []
+        cpu_at_open: list[tuple[float, float]] = []
 
         async def open_window() -> None:
             await asyncio.sleep(opens - time.monotonic())
@@ -334,7 +339,8 @@ async def _load(
                 for token in tokens
             ),
         )
-    return latencies, done, cpu_seconds(pid) - cpu_at_open[0]
+    (total, loops), (total_before, loops_before) = cpu_seconds(pid), cpu_at_open[0]
+    return latencies, done, (total - total_before, loops - loops_before)
 
 
 def naive_and_claim_ms(url: str) -> tuple[float, float]:
