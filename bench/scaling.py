@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from simulation import console, fill_queue, make_tokens, run_load, start_master
+from simulation import console, fill_queue, make_tokens, run_load, start_master, wait_for_publisher
 
 BUILD_SECONDS = 1.0
 TARGETS = {"efficiency_100": 0.95, "efficiency_300": 0.90}
@@ -41,6 +41,7 @@ def main() -> None:
         figures: dict[str, float] = {}
         try:
             for size in sizes:
+                wait_for_publisher(url)  # the last fleet's pages are not this one's load
                 build = (BUILD_SECONDS, BUILD_SECONDS)
                 load = run_load(server, base, tokens[:size], args.seconds, build, f"{size} builders")
                 # A builder's cycle is its build plus two calls; linear means size / BUILD_SECONDS jobs/s.

@@ -343,6 +343,25 @@ async def _load(
     return latencies, done, (total - total_before, loops - loops_before)
 
 
+def wait_for_publisher(url: str, timeout: float = 600) -> float:
+    """Wait until the master has published every page the last phase's builds changed, so the
+    next phase does not share the machine with that backlog; returns the seconds waited."""
+    engine = create_engine(Database(url).url)
+    started = time.monotonic()
+    try:
+        with console.status("publishing the pages of the last phase's builds"):
+            while time.monotonic() - started < timeout:
+                with engine.connect() as conn:
+                    if not conn.execute(text("SELECT count(*) FROM pending_pages")).scalar():
+                        break
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"the publisher did not catch up in {timeout:.0f} s")
+    finally:
+        engine.dispose()
+    return time.monotonic() - started
+
+
 def naive_and_claim_ms(url: str) -> tuple[float, float]:
     """The naive anti-join the founding farm ran for "what next?", and one real claim, in ms."""
     naive_sql = text(
