@@ -8,8 +8,9 @@ build; (b) claim latency p50/p99 under 200 builders whose builds take 0.5-1.5 s;
 claims across both; (d) the naive "versions with no build yet" query's time as a ratio to one
 claim. Between (a) and (b) the master publishes the pages of (a)'s thousands of builds first:
 the latency phase measures 200 builders, not that backlog. SQLite always; PostgreSQL too when
---postgres (or WHEELMILL_BENCH_DATABASE_URL) is given. The master runs as ``serve`` with ``workers`` API processes; the figures include the master's CPU
-per job, which other load on a shared machine does not inflate as much as it does throughput.
+--postgres (or WHEELMILL_BENCH_DATABASE_URL) is given. The master runs as ``serve`` with
+``workers`` API processes; the figures include the master's CPU per job, which other load on a
+shared machine does not inflate as much as it does throughput.
 The last line is JSON: figures, targets, and whether each was met.
 """
 
