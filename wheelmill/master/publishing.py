@@ -114,6 +114,7 @@ def write_site(master: Master, publisher: Publisher, site: SiteData) -> None:
 
 
 def publish_site(master: Master, publisher: Publisher) -> None:
+    """Read and write the site-wide pages, as the publisher loop does when they are due."""
     write_site(master, publisher, read_site(master))
 
 
