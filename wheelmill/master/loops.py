@@ -2,11 +2,14 @@
 
 Each loop is a daemon thread that takes its ``SingletonLock`` before working and keeps trying
 to take it while another process holds it, so a surviving process takes over from a dead one.
+Loops run at a lower CPU priority than the API: a publisher pass or a follower batch can take
+seconds of CPU, and a builder's claim should not wait behind it on a busy master.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -21,6 +24,7 @@ from wheelmill.upstream.follower import follow_changelog
 
 log = logging.getLogger(__name__)
 LOCK_RETRY_SECONDS = 5.0
+LOOP_NICENESS = 10  # added to the thread's nice value (Linux gives each thread its own)
 
 
 class Loop(threading.Thread):
@@ -43,6 +47,7 @@ class Loop(threading.Thread):
         self.wake = wake or threading.Event()
 
     def run(self) -> None:
+        _lower_this_threads_priority()
         try:
             while not self.stop_event.is_set():
                 if not self.lock.try_acquire():
@@ -56,6 +61,11 @@ class Loop(threading.Thread):
                 self.wake.clear()
         finally:
             self.lock.release()
+
+
+def _lower_this_threads_priority() -> None:
+    thread = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + LOOP_NICENESS)
 
 
 def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
