@@ -69,7 +69,7 @@ def marked(db: Database) -> set[str]:
     with db.read() as session:
         outbox = pending.take(session, limit=10_000)
     with db.transaction() as tx:
-        pending.done(tx, outbox)
+        pending.done(tx, outbox.marks)
     return set(outbox.projects)
 
 

@@ -19,9 +19,9 @@ def test_published_marks_go_and_marks_made_meanwhile_stay(db: Database) -> None:
     with db.write() as session:  # p7 changes again while its page is being written
         pending.mark(session, projects=["p7"], site=False)
     with db.transaction() as tx:
-        pending.done(tx, taken)
+        pending.done(tx, taken.marks)
     left = take(db)
     assert left.projects == {"p7"} and not left.logs and not left.site
     with db.transaction() as tx:
-        pending.done(tx, left)
+        pending.done(tx, left.marks)
     assert not take(db).marks

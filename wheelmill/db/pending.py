@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -84,9 +84,7 @@ _DONE = Statement(
 )
 
 
-def done(tx: Transaction, pending: Pending) -> None:
-    """Forget the marks that were published; a page marked again meanwhile stays pending."""
-    if pending.marks:
-        tx.executemany(
-            _DONE, [{"kind": kind, "key": key, "marked": marked} for kind, key, marked in pending.marks]
-        )
+def done(tx: Transaction, marks: Sequence[tuple[str, str, datetime]]) -> None:
+    """Forget marks whose pages were published; a page marked again meanwhile stays pending."""
+    if marks:
+        tx.executemany(_DONE, [{"kind": kind, "key": key, "marked": marked} for kind, key, marked in marks])

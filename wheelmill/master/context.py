@@ -38,6 +38,9 @@ class LogStore:
             return ""
 
 
+DONE_CHUNK = 100
+
+
 class Dirty:
     """What the publisher must rewrite, kept in the database so every master process shares it.
 
@@ -62,8 +65,11 @@ class Dirty:
             return pending.take(session)
 
     def done(self, taken: pending.Pending) -> None:
-        with self.db.transaction() as tx:
-            pending.done(tx, taken)
+        # A transaction per hundred marks: on SQLite each one holds the write lock, and builders'
+        # claims wait behind it (a thousand marks in one held it for ~11 ms).
+        for start in range(0, len(taken.marks), DONE_CHUNK):
+            with self.db.transaction() as tx:
+                pending.done(tx, taken.marks[start : start + DONE_CHUNK])
 
 
 @dataclass
