@@ -233,25 +233,35 @@ async def simulated_builder(
     client = await KeepAlive.open(base, token)
     if build_seconds:
         await asyncio.sleep(random.uniform(0, build_seconds[1]))
+    job = None
     try:
         while time.monotonic() < closes:
-            started = time.perf_counter()
-            status, body = await client.post("/api/v1/jobs/claim")
-            if time.monotonic() >= opens:
-                latencies.append(time.perf_counter() - started)
-            if status == 204:
-                await asyncio.sleep(0.1)
-                continue
-            if status != 200:
-                raise RuntimeError(f"claim answered {status}: {body[:200]!r}")
-            job = json.loads(body)
+            if job is None:
+                started = time.perf_counter()
+                status, body = await client.post("/api/v1/jobs/claim")
+                if time.monotonic() >= opens:
+                    latencies.append(time.perf_counter() - started)
+                if status == 204:
+                    await asyncio.sleep(0.1)
+                    continue
+                if status != 200:
+                    raise RuntimeError(f"claim answered {status}: {body[:200]!r}")
+                job = json.loads(body)
             if build_seconds:
                 await asyncio.sleep(random.uniform(*build_seconds))
-            status, body = await client.post(f"/api/v1/leases/{job['lease_id']}/complete", failure)
+            # As a real builder does: the completion also claims the next job, so its time is the
+            # time this builder waits for work.
+            started = time.perf_counter()
+            status, body = await client.post(
+                f"/api/v1/leases/{job['lease_id']}/complete?claim_next=true", failure
+            )
+            if time.monotonic() >= opens:
+                latencies.append(time.perf_counter() - started)
             if status != 200:
                 raise RuntimeError(f"complete answered {status}: {body[:200]!r}")
             if opens <= time.monotonic() < closes:
                 done.append(job["job_id"])
+            job = json.loads(body)["next"]
     finally:
         client.close()
 
@@ -260,7 +270,7 @@ async def simulated_builder(
 class Load:
     """What one load phase measured."""
 
-    latencies: list[float]  # seconds per claim call
+    latencies: list[float]  # seconds per call that hands out a job (claim, or complete-and-claim)
     done: list[int]  # job ids completed
     elapsed: float  # seconds
     master_cpu: float  # CPU seconds the master's processes used meanwhile

@@ -166,3 +166,45 @@ def test_an_expired_lease_is_refused_and_requeued(
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert again.json()["job_id"] == job["job_id"]
+
+
+@pytest.fixture
+def more_releases(upstream: StandInUpstream) -> None:
+    """Three more versions of demo, added before the farm starts."""
+    for version in ("1.1", "1.2", "1.3"):
+        upstream.add_release("demo", version, kind="pure")
+
+
+def test_a_completion_can_lease_the_next_job(
+    more_releases: None, farm: tuple[str, Path], client: Callable[[str, str | None], httpx.Client]
+) -> None:
+    url, config = farm
+    api = client(url, wheelmill(config, "token", "create", "--builder", "busy"))
+    register(api)
+    failed = {"status": "failed", "duration_s": 0.1, "failure_reason": "compiler_error"}
+    first = api.post("/jobs/claim").json()
+
+    answer = api.post(f"/leases/{first['lease_id']}/complete?claim_next=true", json=failed)
+    assert answer.status_code == 200, answer.text
+    second = answer.json()["next"]
+    assert second["job_id"] != first["job_id"] and second["lease_id"] != first["lease_id"]
+    beat = api.post(f"/leases/{second['lease_id']}/heartbeat", json={})
+    assert beat.status_code == 200  # a real lease, held by this builder
+    assert api.post(f"/leases/{first['lease_id']}/heartbeat", json={}).status_code == 409
+
+    wheelmill(config, "builders", "pause", "busy")
+    beat = api.post(f"/leases/{second['lease_id']}/heartbeat", json={})
+    assert beat.json()["action"] == "pause"  # the lease lives on; the builder is told to stop after it
+    time.sleep(5.5)  # the master's token cache notices a paused builder within 5 s (the lease lasts 6)
+    answer = api.post(f"/leases/{second['lease_id']}/complete?claim_next=true", json=failed)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["next"] is None and answer.json()["retry_after"] > 0  # paused: no new work
+
+    other = client(url, wheelmill(config, "token", "create", "--builder", "other"))
+    register(other)
+    versions = {first["version"], second["version"]}
+    while (claimed := other.post("/jobs/claim")).status_code == 200:
+        versions.add(claimed.json()["version"])
+        answer = other.post(f"/leases/{claimed.json()['lease_id']}/complete", json=failed)
+        assert answer.json().get("next") is None  # not asked for: not leased
+    assert versions == {"1.0.0-beta", "1.1", "1.2", "1.3"}

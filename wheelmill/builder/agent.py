@@ -120,27 +120,35 @@ class BuilderAgent:
             current.cancel.set()
 
     def run(self, max_jobs: int | None = None) -> int:
-        """Claim and build until stopped (or ``max_jobs`` builds); returns builds done."""
+        """Claim and build until stopped (or ``max_jobs`` builds); returns builds done.
+
+        Each completion also asks for the next job, so a busy builder makes one call per build.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
         registered = self.client.register(host_info(self.target, self.workdir, self.root))
         log.info("registered as %s for %s", registered["name"], self.target)
         done = 0
+        job: dict[str, Any] | None = None
         while not self.stop.is_set() and (max_jobs is None or done < max_jobs):
-            try:
-                job, wait = self.client.claim()
-            except Stopping:
-                break
             if job is None:
-                self.stop.wait(wait)
-                continue
-            if self.stop.is_set():  # stopped while the claim was on its way: hand it straight back
-                self.client.release(job["lease_id"])
-                break
-            self.run_job(job)
+                try:
+                    job, wait = self.client.claim()
+                except Stopping:
+                    break
+                if job is None:
+                    self.stop.wait(wait)
+                    continue
+                if self.stop.is_set():  # stopped while the claim was on its way
+                    break
+            wants_next = max_jobs is None or done + 1 < max_jobs
+            job = self.run_job(job, claim_next=wants_next)
             done += 1
+        if job is not None:  # stopping with a job leased: hand it straight back
+            self.client.release(job["lease_id"])
         return done
 
-    def run_job(self, job: dict[str, Any]) -> None:
+    def run_job(self, job: dict[str, Any], *, claim_next: bool = False) -> dict[str, Any] | None:
+        """Build one job and report it; returns the next job when ``claim_next`` got one."""
         workdir = self.workdir / f"build-{job['build_id']}"
         building.clean(workdir)
         workdir.mkdir(parents=True)
@@ -155,23 +163,26 @@ class BuilderAgent:
                 job, workdir, self.sandbox_mode, self.python, beats.cancel, root=self.root
             )
             if beats.lost:
-                return
+                return None
             if (
                 self.stop.is_set()
             ):  # shutting down: hand the job back rather than wait for the lease to expire
                 self.client.release(job["lease_id"])
-                return
+                return None
             beats.phase = "uploading"
-            self._report(job, outcome)
+            return self._report(job, outcome, claim_next=claim_next and not self.stop.is_set())
         except LeaseLost:
             log.warning("lease of job %s is gone; the build is dropped", job["job_id"])
+            return None
         finally:
             self.current = None
             beats.stopped.set()
             beats.join()
             building.clean(workdir)
 
-    def _report(self, job: dict[str, Any], outcome: building.Outcome) -> None:
+    def _report(
+        self, job: dict[str, Any], outcome: building.Outcome, *, claim_next: bool
+    ) -> dict[str, Any] | None:
         lease = job["lease_id"]
         try:
             for wheel in outcome.wheels:
@@ -182,10 +193,11 @@ class BuilderAgent:
             outcome.failure_reason = "upload_refused"
             outcome.failure_detail = str(exc)[:2000]
             outcome.wheels = []
-        answer = self.client.complete(lease, outcome.report())
+        answer = self.client.complete(lease, outcome.report(), claim_next=claim_next)
         log.info(
             "job %s: %s (build %s)",
             job["job_id"],
             "built" if outcome.success else "failed",
             answer["build_id"],
         )
+        return answer.get("next")

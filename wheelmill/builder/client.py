@@ -112,9 +112,12 @@ class MasterClient:
         with contextlib.suppress(LeaseLost):
             self._call("release", lambda: self.http.post(f"{self.base}/leases/{lease_id}/release"))
 
-    def complete(self, lease_id: str, report: dict[str, Any]) -> dict[str, Any]:
+    def complete(self, lease_id: str, report: dict[str, Any], *, claim_next: bool = False) -> dict[str, Any]:
+        """Report the build; with ``claim_next`` the answer's ``next`` is the next job, or None."""
+        params = {"claim_next": "true"} if claim_next else {}
         return self._call(
-            "complete", lambda: self.http.post(f"{self.base}/leases/{lease_id}/complete", json=report)
+            "complete",
+            lambda: self.http.post(f"{self.base}/leases/{lease_id}/complete", json=report, params=params),
         ).json()
 
 

@@ -111,6 +111,12 @@ class Completion(BaseModel):
 
 class Completed(BaseModel):
     build_id: int
+    next: ClaimedJob | None = Field(
+        default=None, description="with ?claim_next=true: the builder's next job, as a claim answers"
+    )
+    retry_after: float | None = Field(
+        default=None, description="with ?claim_next=true and no next job: seconds before claiming"
+    )
 
 
 @router.post("/builders", response_model=Registered)
@@ -137,16 +143,32 @@ async def claim(master: MasterDep, caller: CallerDep) -> Response:
     """The best open job for the caller's target, with a lease."""
     if caller.target is None:
         raise Forbidden("register (POST /api/v1/builders) before claiming")
-    target_id = master.target_ids.get(caller.target)
-    if target_id is None or caller.state is not BuilderState.active:
+    answer = _claim(master, caller)
+    if answer is None:
         return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
+    return _json(answer)
+
+
+def _claim(master: Master, caller: Caller) -> ClaimedJob | None:
+    """Lease the caller its next job, or None when it has none (or may not build now)."""
+    target_id = _claiming_target(master, caller)
+    if target_id is None:
+        return None
     with master.db.transaction() as tx:
         job = queue_sql.claim(tx, target_id, caller.id, master.settings.lease_seconds)
-    if job is None:
-        return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
+    return None if job is None else _claimed_job(master, job)
+
+
+def _claiming_target(master: Master, caller: Caller) -> int | None:
+    """The caller's target's id, if it may claim now (registered, known target, not paused)."""
+    if caller.state is not BuilderState.active:
+        return None
+    return master.target_ids.get(caller.target or "")
+
+
+def _claimed_job(master: Master, job: queue_sql.Claim) -> ClaimedJob:
     settings = master.settings
-    base = settings.resolved_base_url
-    answer = ClaimedJob(
+    return ClaimedJob(
         job_id=job.job_id,
         build_id=job.build_id,
         lease_id=job.lease_id,
@@ -160,9 +182,9 @@ async def claim(master: MasterDep, caller: CallerDep) -> Response:
         source_filename=job.source_filename,
         source_sha256=job.source_sha256,
         source_size=job.source_size,
-        time_limit_seconds=master.settings.build_timeout,
-        index_url=base + "simple/",
-        extra_index_url=master.settings.upstream,
+        time_limit_seconds=settings.build_timeout,
+        index_url=settings.resolved_base_url + "simple/",
+        extra_index_url=settings.upstream,
         extra_requirements=[
             *settings.build_requirements.get(job.package, []),
             *([job.remedy] if job.remedy else []),
@@ -170,7 +192,6 @@ async def claim(master: MasterDep, caller: CallerDep) -> Response:
         smoke_test=settings.smoke_test and job.package not in settings.smoke_test_skip,
         smoke_test_modules=settings.smoke_test_modules.get(job.package, []),
     )
-    return _json(answer)
 
 
 @router.post("/leases/{lease_id}/heartbeat", response_model=HeartbeatAnswer)
@@ -227,8 +248,14 @@ async def upload(
 
 
 @router.post("/leases/{lease_id}/complete", response_model=Completed)
-async def complete(lease_id: str, body: Completion, master: MasterDep, caller: CallerDep) -> Response:
-    """The build ended: record it (and its uploaded wheels) in one transaction."""
+async def complete(
+    lease_id: str, body: Completion, master: MasterDep, caller: CallerDep, claim_next: bool = False
+) -> Response:
+    """The build ended: record it (and its uploaded wheels) in one transaction.
+
+    With ``claim_next``, the answer also carries the builder's next job, as ``/jobs/claim``
+    would lease it: a busy fleet makes one call per build instead of two.
+    """
     try:
         log_gzip = base64.b64decode(body.log_gzip_base64, validate=True)
     except ValueError as exc:  # binascii.Error, and non-ASCII text
@@ -244,7 +271,14 @@ async def complete(lease_id: str, body: Completion, master: MasterDep, caller: C
         apt_packages=body.apt_packages,
         remedy=body.remedy,
     )
-    return _json(Completed(build_id=completion.complete(master, caller.id, lease_id, report)))
+    next_target = _claiming_target(master, caller) if claim_next else None
+    done = completion.complete(master, caller.id, lease_id, report, next_target=next_target)
+    answer = Completed(build_id=done.build_id)
+    if done.next is not None:
+        answer.next = _claimed_job(master, done.next)
+    elif claim_next:
+        answer.retry_after = CLAIM_RETRY_SECONDS
+    return _json(answer)
 
 
 def _json(answer: BaseModel) -> Response:
