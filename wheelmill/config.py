@@ -68,6 +68,9 @@ class Settings:
     smoke_test: bool = _opt(True, "import each built wheel before publishing it; broken wheels are kept out")
     smoke_test_skip: list[str] = _opt([], "packages whose wheels are published without the smoke test")
     smoke_test_modules: dict[str, list[str]] = _opt({}, "package -> the modules its smoke test imports")
+    base_image_packages: list[str] = _opt(
+        [], "Debian packages every target machine has (its base image): left out of a wheel's apt line"
+    )
     min_free_bytes: int = _opt(
         2**30, "below this much free disk the master refuses uploads and pauses builders; 0 turns it off"
     )

@@ -24,6 +24,7 @@ from elftools.elf.elffile import ELFFile
 from tests.conftest import WHEELHOUSE
 from tests.farm import Farm, wait_until
 from tests.helpers import client_env
+from wheelmill.analysis.libraries import debian_packages
 from wheelmill.builder.sandbox import ROOT_PYTHON, make_sandbox
 from wheelmill.rootfs.debootstrap import read_info
 from wheelmill.targets import Target
@@ -53,6 +54,15 @@ def armhf_root() -> Path:
             sudo = [] if os.geteuid() == 0 else ["sudo", "-n", "--preserve-env=PATH"]  # as .ci/run installs
             subprocess.run([*sudo, sys.executable, "-m", "wheelmill", *create], check=True)
     return ROOT
+
+
+def test_libraries_resolve_to_the_roots_packages_not_the_hosts(armhf_root: Path) -> None:
+    """An armv7l wheel's apt line comes from the root's dpkg: what a Pi user installs."""
+    sonames = ["libz.so.1", "libxml2.so.2"]  # libxml2: on this machine, not in the minimal root
+    assert debian_packages(sonames) == {"libz.so.1": "zlib1g", "libxml2.so.2": "libxml2"}
+
+    assert debian_packages(sonames, root=armhf_root) == {"libz.so.1": "zlib1g", "libxml2.so.2": None}
+    assert debian_packages(sonames, base_packages={"zlib1g"}, root=armhf_root) == {"libxml2.so.2": None}
 
 
 def so_headers(wheel: bytes) -> list[tuple[int, str, int]]:

@@ -41,6 +41,7 @@ def farm(upstream: StandInUpstream, tmp_path: Path) -> Iterator[tuple[str, Path]
     config.write_text(
         f'data_dir = "{tmp_path / "data"}"\nupstream = "{upstream.simple_url}"\nlisten = "127.0.0.1:{port}"\n'
         f'watch = ["demo"]\nlease_seconds = 6\ntargets = ["cp311-cp311-linux_x86_64"]\n'
+        'base_image_packages = ["zlib1g", "libssl3"]\n'
     )
     wheelmill(config, "watch", "add", "demo")
     server = subprocess.Popen(
@@ -107,6 +108,7 @@ def test_tokens_leases_and_upload_checks(
     register(other)
     job = api.post("/jobs/claim").json()
     assert (job["package"], job["version"]) == ("demo", "1.0.0-beta")
+    assert job["base_packages"] == ["zlib1g", "libssl3"]  # left out of its wheels' apt line
     assert other.post("/jobs/claim").status_code == 204  # one job, one holder
     lease = job["lease_id"]
 

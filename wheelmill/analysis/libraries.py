@@ -70,15 +70,18 @@ def external_sonames(wheel_path: Path) -> list[str]:
 
 
 def debian_packages(
-    sonames: Iterable[str], base_packages: Collection[str] = frozenset()
+    sonames: Iterable[str], base_packages: Collection[str] = frozenset(), root: Path | None = None
 ) -> dict[str, str | None]:
-    """soname -> the Debian package (without architecture) providing it here, None if unresolved.
+    """soname -> the Debian package (without architecture) providing it, None if unresolved.
 
-    Sonames whose package is in base_packages (the base image's, by name) are dropped.
+    Asked of the system the wheel was built in: this machine, or a build ``root`` of another
+    architecture, whose linker cache and dpkg database this machine's tools read directly (no
+    emulation needed). Sonames whose package is in base_packages (the base image's, by name) are
+    dropped: every machine of the target has them already.
     """
-    found = _ldconfig_paths()
+    found = _ldconfig_paths(root)
     spellings = {soname: _spellings(found.get(soname, [])) for soname in sonames}
-    owners = _dpkg_owners({path for paths in spellings.values() for path in paths})
+    owners = _dpkg_owners(root, {path for paths in spellings.values() for path in paths})
     packages = {}
     for soname, paths in spellings.items():
         package = next((owners[path] for path in paths if path in owners), None)
@@ -111,12 +114,13 @@ def _dt_needed(stream: IO[bytes]) -> list[str] | None:
     return []
 
 
-def _ldconfig_paths() -> dict[str, list[str]]:
+def _ldconfig_paths(root: Path | None) -> dict[str, list[str]]:
     """soname -> paths in the dynamic linker's cache, in its order of preference."""
     # /sbin is not on an unprivileged user's PATH on Debian.
     ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+    cache = ["-C", str(root / "etc" / "ld.so.cache")] if root else []
     try:
-        listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=True).stdout
+        listing = subprocess.run([ldconfig, "-p", *cache], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         logger.warning("cannot list shared libraries with %s: %s", ldconfig, exc)
         return {}
@@ -141,13 +145,16 @@ def _spellings(paths: list[str]) -> list[str]:
     return list(dict.fromkeys(spelled))
 
 
-def _dpkg_owners(paths: set[str]) -> dict[str, str]:
+def _dpkg_owners(root: Path | None, paths: set[str]) -> dict[str, str]:
     """path -> owning package, in one dpkg call; paths no package owns are left out."""
     if not paths:
         return {}
+    database = [f"--admindir={root / 'var' / 'lib' / 'dpkg'}"] if root else []
     try:
-        # dpkg -S exits 1 when some path has no owner; the owners it found are still on stdout.
-        listing = subprocess.run(["dpkg", "-S", *sorted(paths)], capture_output=True, text=True).stdout
+        # dpkg-query -S exits 1 when some path has no owner; the owners it found are still on stdout.
+        listing = subprocess.run(
+            ["dpkg-query", *database, "-S", *sorted(paths)], capture_output=True, text=True
+        ).stdout
     except OSError as exc:
         logger.warning("cannot ask dpkg which packages own shared libraries: %s", exc)
         return {}

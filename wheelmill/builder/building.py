@@ -175,7 +175,8 @@ def build(
     if outcome.success and job.get("smoke_test", True):
         _smoke_test(outcome, job, workdir, sandbox, python, paths)
     if outcome.success:
-        outcome.apt_packages = {wheel.name: _apt_packages(wheel) for wheel in wheels}
+        base = frozenset(job.get("base_packages") or ())
+        outcome.apt_packages = {wheel.name: _apt_packages(wheel, base, root) for wheel in wheels}
     elif outcome.failure_reason is None:
         diagnosis = classify(result.log.decode("utf-8", "replace"), result.killed_reason)
         outcome.failure_reason = str(diagnosis.reason)
@@ -260,8 +261,12 @@ def _version(uv: str, root: Path | None) -> str:
     return " ".join(output.split()[:2]) or "uv (unknown version)"
 
 
-def _apt_packages(wheel: Path) -> list[str]:
-    packages = debian_packages(external_sonames(wheel))
+def _apt_packages(wheel: Path, base: frozenset[str], root: Path | None) -> list[str]:
+    """The Debian packages a user installs for ``wheel``, beyond the base image's."""
+    packages = debian_packages(external_sonames(wheel), base, root)
+    unresolved = sorted(soname for soname, package in packages.items() if package is None)
+    if unresolved:
+        log.warning("%s needs libraries no Debian package provides here: %s", wheel.name, unresolved)
     return sorted({package for package in packages.values() if package})
 
 

@@ -84,6 +84,9 @@ class ClaimedJob(BaseModel):
     extra_requirements: list[str]
     smoke_test: bool
     smoke_test_modules: list[str]
+    base_packages: list[str] = Field(
+        default=[], description="Debian packages every target machine has: left out of the apt line"
+    )
 
 
 class Heartbeat(BaseModel):
@@ -191,6 +194,7 @@ def _claimed_job(master: Master, job: queue_sql.Claim) -> ClaimedJob:
         ],
         smoke_test=settings.smoke_test and job.package not in settings.smoke_test_skip,
         smoke_test_modules=settings.smoke_test_modules.get(job.package, []),
+        base_packages=settings.base_image_packages,
     )
 
 
