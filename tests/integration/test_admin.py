@@ -65,9 +65,19 @@ def test_rebuild_yank_import_and_remove_show_in_the_index(farm: Farm, tmp_path: 
     refused = admin.put("/files/demo-1.0-cp311-abi3-linux_x86_64.whl", content=b"not a zip")
     assert refused.status_code == 422 and refused.json()["reason"] == "archive"
 
+    elsewhere = make_wheel(CoreMetadata(name="demo", version="1.0"), "cp311-abi3-linux_x86_64")
+    form = {"wheel": (elsewhere.filename, elsewhere.content), "log": ("build.log", b"built by <b>hand</b>")}
+    answer = admin.post("/imports", files=form)
+    assert answer.status_code == 201, answer.text
+    (build,) = farm.query(f"SELECT build_id FROM files WHERE filename = '{elsewhere.filename}'")
+    log_page = farm.url + f"/logs/{build[0]}/"
+    wait_until(lambda: httpx.get(log_page).status_code == 200, "the imported build's log page", master)
+    assert "built by &lt;b&gt;hand&lt;/b&gt;" in httpx.get(log_page).text
+    assert admin.post("/imports", files={"log": ("build.log", b"x")}).status_code == 422
+
     assert admin.post("/actions/remove", json={"package": "demo", "version": "1.0"}).status_code == 422
     removed = admin.post("/actions/remove", json={"package": "demo", "version": "1.0", "reason": "licence"})
-    assert removed.json()["messages"] == ["removed demo 1.0: 2 files deleted"]
+    assert removed.json()["messages"] == ["removed demo 1.0: 3 files deleted"]
     wait_until(lambda: wheel not in index(farm), "the removal on the index", master)
     assert httpx.get(farm.url + f"/files/demo/{wheel}").status_code == 404
     assert "database, files and pages agree" in farm.cli("audit")

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from wheelmill.admin import actions
 from wheelmill.admin.audit import audit
@@ -174,6 +175,29 @@ async def import_file(filename: str, request: Request, master: MasterDep, _: Adm
                     )
                 out.write(chunk)
         result = await run_in_threadpool(import_wheel, master, path)
+    return ActionResult(changed=result.changed, messages=list(result.messages))
+
+
+@router.post("/imports", response_model=ActionResult, status_code=201)
+async def import_with_log(request: Request, master: MasterDep, _: Admin) -> ActionResult:
+    """``wheelmill import WHEEL --log FILE`` over HTTP: a multipart form with a ``wheel`` file and,
+    optionally, a ``log`` (file or text) shown on the imported build's log page."""
+    limit = master.settings.max_upload_bytes
+    async with request.form(max_files=2, max_fields=2) as form:
+        wheel, log = form.get("wheel"), form.get("log")
+        if not isinstance(wheel, UploadFile) or not wheel.filename:
+            raise UploadRefused("send the wheel as the form's 'wheel' file", reason="no_files")
+        filename = wheel.filename
+        check_filename(filename)
+        if wheel.size is not None and wheel.size > limit:
+            raise UploadRefused(f"{filename!r} is larger than the limit of {limit} bytes", reason="size")
+        log_text = (await log.read()).decode(errors="replace") if isinstance(log, UploadFile) else log
+        with tempfile.TemporaryDirectory(dir=master.settings.data_dir) as scratch:
+            path = Path(scratch) / filename
+            with path.open("wb") as out:
+                while chunk := await wheel.read(1 << 20):
+                    out.write(chunk)
+            result = await run_in_threadpool(import_wheel, master, path, log_text)
     return ActionResult(changed=result.changed, messages=list(result.messages))
 
 
