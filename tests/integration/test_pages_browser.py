@@ -130,8 +130,11 @@ def publish_site(publisher: Publisher) -> None:
             failure_reasons={"missing header": 5, "timeout": 3, f"odd {SCRIPT}": 1},
             downloads_per_day=tuple((day, 10 * index) for index, day in enumerate(days)),
             time_saved_s=7200.0,
-            remedies_rescued={"apt: libfoo-dev": 2},
+            remedies_rescued={"numpy provided to the build": 2},
             smoke_test_rejected=1,
+            downloads_by_installer={"pip 24.0": 40, "uv 0.5.1": 25, "unknown": 3},
+            downloads_by_python={"3.11": 50, "3.9": 18},
+            downloads_by_system={"Raspbian GNU/Linux 12": 60, f"odd {SCRIPT}": 8},
         )
     )
     entries = [SearchEntry("demo-pure", "A demo package", 2, 1), SearchEntry("numpy", "Arrays", 40, 80)]
@@ -228,8 +231,10 @@ def test_home_builders_and_stats(server: str, watched: Watched) -> None:
     builders = watched.visit(f"{server}/builders/", "builders")
     assert "demo-pure 1.1" in builders.inner_text("main")
     stats = watched.visit(f"{server}/stats/", "stats")
-    assert stats.locator("svg.chart").count() == 5
+    assert stats.locator("svg.chart").count() == 8  # builds, builders, outcomes, reasons, four of downloads
     assert "<b>pi-2</b>" in stats.inner_text("main")  # a hostile builder name, as text
+    assert "numpy provided to the build" in stats.inner_text("main")
+    assert "Raspbian GNU/Linux 12" in stats.inner_text("main")
     watched.assert_clean()
 
 

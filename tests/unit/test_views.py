@@ -15,6 +15,7 @@ from wheelmill.db.tables import (
     Build,
     Builder,
     BuildStatus,
+    ClientDownloads,
     File,
     Job,
     JobStatus,
@@ -278,6 +279,45 @@ def test_stats_sum_quiet_builders(db: Database) -> None:
         series = views.stats(session, now=NOW).builds_per_builder_per_day
     assert next(iter(series)) == f"b{views.STATS_BUILDERS + 1}"  # the busiest first
     assert "b0" not in series and series["2 other builders"] == ((date(2024, 6, 1), 3),)
+
+
+def test_stats_count_rescues_per_remedy_smoke_rejections_and_who_downloads(db: Database) -> None:
+    with db.write() as session:
+        target = TargetRow(tag=V7, python_version="3.11", platform="linux_armv7l")
+        package = Package(name="p", display_name="p")
+        add(session, target, package)
+        who = builder(session, "pi-1")
+        for number, (remedy, status, reason) in enumerate(
+            [
+                ("numpy", BuildStatus.success, None),
+                ("numpy", BuildStatus.success, None),
+                ("cython", BuildStatus.success, None),
+                ("cython", BuildStatus.failed, "compiler_error"),  # not rescued
+                (None, BuildStatus.success, None),  # no remedy needed
+                (None, BuildStatus.failed, "smoke_test_failed"),
+            ]
+        ):
+            version = Version(package_id=package.id, version=str(number), canonical=str(number))
+            add(session, version)
+            job = Job(version_id=version.id, target_id=target.id, released_at=NOW, remedy=remedy)
+            add(session, job)
+            build(session, job, who, status, NOW - timedelta(hours=1), failure_reason=reason)
+        today = NOW.date()
+        columns = ("installer", "installer_version", "python", "system", "distro", "downloads")
+        for values in [
+            ("pip", "24.0", "3.11", "Linux", "Raspbian GNU/Linux 12", 7),
+            ("uv", "0.5.1", "3.11", "Linux", "Debian GNU/Linux 12", 3),
+            ("pip", "24.0", "3.9", "Linux", "Raspbian GNU/Linux 12", 2),
+            ("curl", "", "", "", "", 1),
+        ]:
+            add(session, ClientDownloads(day=today, **dict(zip(columns, values, strict=True))))
+    with db.read() as session:
+        stats = views.stats(session, now=NOW)
+    assert stats.remedies_rescued == {"numpy provided to the build": 2, "cython provided to the build": 1}
+    assert stats.smoke_test_rejected == 1
+    assert stats.downloads_by_installer == {"pip 24.0": 9, "uv 0.5.1": 3, "curl": 1}
+    assert stats.downloads_by_python == {"3.11": 10, "3.9": 2, "unknown": 1}
+    assert stats.downloads_by_system == {"Raspbian GNU/Linux 12": 9, "Debian GNU/Linux 12": 3, "unknown": 1}
 
 
 def test_recent_builds_and_finished_build_pages(farm: Farm) -> None:

@@ -472,11 +472,13 @@ def stats(session: Session, now: datetime | None = None) -> Stats:
         .group_by(Build.failure_reason)
     )
     failure_reasons = {reason or "unknown": count for reason, count in reasons}
-    rescued = session.scalar(
-        select(func.count(Build.id))
+    rescued = session.execute(
+        select(Job.remedy, func.count(Build.id))
         .join(Job, Job.id == Build.job_id)
         .where(recent, Build.status == BuildStatus.success, Job.remedy.is_not(None))
+        .group_by(Job.remedy)
     )
+    clients = downloads.installer_breakdown(session, STATS_DAYS, today=(now or utcnow()).date())
     return Stats(
         builds_per_day=tuple((day, ok or 0, failed or 0) for day, ok, failed in per_day),
         builds_per_builder_per_day=_top_series(per_builder.all()),
@@ -485,9 +487,17 @@ def stats(session: Session, now: datetime | None = None) -> Stats:
         days=STATS_DAYS,
         downloads_per_day=tuple(downloads.downloads_per_day(session, STATS_DAYS)),
         time_saved_s=downloads.time_saved_seconds(session),
-        remedies_rescued={"undeclared build dependency provided": rescued or 0},
+        remedies_rescued={f"{remedy} provided to the build": count for remedy, count in rescued},
         smoke_test_rejected=failure_reasons.get("smoke_test_failed", 0),
+        downloads_by_installer=_named(clients.installer_versions),
+        downloads_by_python=_named(clients.pythons),
+        downloads_by_system=_named(clients.distros or clients.systems),
     )
+
+
+def _named(counts: list[tuple[str, int]], top: int = 10) -> dict[str, int]:
+    """The ``top`` biggest counts; clients that did not say who they are show as "unknown"."""
+    return {name or "unknown": count for name, count in counts[:top]}
 
 
 def _top_series(rows: Sequence[Any]) -> dict[str, tuple[tuple[date, int], ...]]:

@@ -160,8 +160,10 @@ def lines_by_day(title: str, series: Mapping[str, Series]) -> Markup:
     return _markup(svg)
 
 
-def horizontal_bars(title: str, values: Mapping[str, int], by_status: bool = False) -> Markup:
-    """One labelled bar per key, largest first; coloured by status (outcomes) or as failures."""
+def horizontal_bars(
+    title: str, values: Mapping[str, int], by_status: bool = False, css: str = "failure"
+) -> Markup:
+    """One labelled bar per key, largest first; coloured by status (outcomes) or by ``css``."""
     rows = sorted(values.items(), key=lambda item: (-item[1], item[0]))
     if not rows:
         return _empty(title)
@@ -175,7 +177,7 @@ def horizontal_bars(title: str, values: Mapping[str, int], by_status: bool = Fal
         y = TOP + index * row_height
         label = ET.SubElement(svg, "text", {"x": str(label_width - 8), "y": str(y + 15), "class": "axis end"})
         label.text = name if len(name) <= LABEL_CHARS else f"{name[: LABEL_CHARS - 1]}…"  # full in the title
-        css = f"status-{_css_class(name)}" if by_status else "failure"
+        colour = f"status-{_css_class(name)}" if by_status else css
         bar = ET.SubElement(
             svg,
             "rect",
@@ -184,7 +186,7 @@ def horizontal_bars(title: str, values: Mapping[str, int], by_status: bool = Fal
                 "y": str(y + 3),
                 "width": f"{max(value * scale, 1):.1f}",
                 "height": "16",
-                "class": f"bar {css}",
+                "class": f"bar {colour}",
             },
         )
         ET.SubElement(bar, "title").text = f"{name}: {value}"

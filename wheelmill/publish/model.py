@@ -152,8 +152,12 @@ class Stats:
     failure_reasons: Mapping[str, int]
     downloads_per_day: tuple[tuple[date, int], ...] = ()
     time_saved_s: float = 0.0
-    remedies_rescued: Mapping[str, int] = field(default_factory=dict)
+    remedies_rescued: Mapping[str, int] = field(default_factory=dict)  # remedy -> builds it rescued
     smoke_test_rejected: int = 0
+    # Downloads in the window by who asked, from pip's and uv's user agents: most first.
+    downloads_by_installer: Mapping[str, int] = field(default_factory=dict)  # "pip 24.0"
+    downloads_by_python: Mapping[str, int] = field(default_factory=dict)  # "3.11"
+    downloads_by_system: Mapping[str, int] = field(default_factory=dict)  # "Raspbian GNU/Linux 12"
     days: int | None = None  # the builds series cover this many days up to today; None: all time
 
 

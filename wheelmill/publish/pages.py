@@ -187,6 +187,14 @@ class Pages:
             "downloads": charts.stacked_bars_by_day(
                 "Downloads per day", {"downloads": stats.downloads_per_day}
             ),
+            **{
+                key: charts.horizontal_bars(f"Downloads by {who}", counts, css="s0")
+                for key, who, counts in (
+                    ("installers", "installer", stats.downloads_by_installer),
+                    ("pythons", "Python version", stats.downloads_by_python),
+                    ("systems", "operating system", stats.downloads_by_system),
+                )
+            },
         }
         return self._render("stats.html", stats=stats, charts=figures)
 
