@@ -63,7 +63,7 @@ def publish_site(publisher: Publisher) -> None:
             ),
             files=(
                 FarmFile(
-                    WHEEL, f"/files/demo-pure/{WHEEL}", "1.0", TARGET, 2048, "a" * 64, 1, ("libfoo1",), None
+                    WHEEL, f"/files/demo-pure/{WHEEL}", "1.0", TARGET, 2048, "a" * 64, 1, ("libfoo1",)
                 ),
             ),
             apt_packages=("libfoo1",),

@@ -112,7 +112,7 @@ def project_page() -> ProjectPage:
         ),
         files=(
             FarmFile(
-                WHEEL, f"/files/demo-pure/{WHEEL}", "1.0", TARGET, 1234, "a" * 64, 7, ("libfoo1",), None
+                WHEEL, f"/files/demo-pure/{WHEEL}", "1.0", TARGET, 1234, "a" * 64, 7, ("libfoo1",)
             ),
             FarmFile(
                 ALIAS,
@@ -123,7 +123,6 @@ def project_page() -> ProjectPage:
                 "a" * 64,
                 7,
                 ("libfoo1",),
-                None,
                 WHEEL,
             ),
         ),
@@ -236,11 +235,10 @@ def test_build_and_file_tables_show_builder_text_as_text(publisher: Publisher, t
     hostile = 'x" onmouseover="alert(1)'
     page = page._replace(
         cells=(BuildCell("1.1", TARGET, "failed", 8, hostile),),
-        files=(page.files[0]._replace(broken=SCRIPT, apt_packages=("<b>libfoo1</b>",)),),
+        files=(page.files[0]._replace(apt_packages=("<b>libfoo1</b>",)),),
     )
     publisher.write_project(project_index(), page)
     html = (tmp_path / "www/project/demo-pure/index.html").read_text()
-    assert SCRIPT not in html and "broken: &lt;script&gt;" in html
     assert "<b>" not in html and "needs &lt;b&gt;libfoo1&lt;/b&gt;" in html
     assert hostile not in html and 'title="x&quot; onmouseover=&quot;alert(1)"' in html
 

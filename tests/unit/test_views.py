@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wheelmill.db import views
@@ -160,15 +161,7 @@ def farm(db: Database) -> Farm:
             apt_packages=["libfoo1"],
             created_at=NOW,
         )
-        broken = File(
-            version_id=two.id,
-            filename="demo-2.0-py3-none-any.whl",
-            target=V7,
-            sha256="c" * 64,
-            size=1,
-            broken="x",
-        )
-        add(session, alias, broken)
+        add(session, alias)
     return Farm(db, built.id, failed.id)
 
 
@@ -212,6 +205,24 @@ def test_farm_only_index_and_a_project_without_builds(farm: Farm) -> None:
         assert views.published_package(session, "unknown") is None
         assert [p.name for p in views.published_named(session, ["demo", "gone", "unknown"])] == ["demo"]
         assert list(views.package_names(session)) == ["demo", "other"]
+
+
+def test_a_wheel_the_smoke_test_kept_out_shows_as_broken_with_its_error(farm: Farm) -> None:
+    with farm.db.write() as session:
+        lone = session.scalars(select(Version).where(Version.version == "0.1")).one()
+        job = Job(version_id=lone.id, target_id=1, status=JobStatus.failed, released_at=NOW,
+                  reason="smoke_test_failed")  # fmt: skip
+        add(session, job)
+        error = "ImportError: libfoo.so.1: cannot open shared object file"
+        failed = build(session, job, builder(session, "pi-3"), BuildStatus.failed, NOW,
+                       failure_reason="smoke_test_failed", failure_detail=error)  # fmt: skip
+    _, page = records(farm, "other", merged=True)
+    cells = [(c.status, c.build_id, c.reason) for c in page.cells]
+    assert cells == [("broken", failed.id, "smoke_test_failed")]
+    assert page.files == ()  # kept out of the index
+    with farm.db.read() as session:
+        log_page = views.build_log_record(session, failed.id, "")
+    assert log_page is not None and log_page.failure_detail == error
 
 
 def test_project_page_matrix_files_and_apt_line(farm: Farm) -> None:

@@ -63,10 +63,10 @@ def find_version(session: Session, name: str, version: str) -> int | None:
 
 
 def known_wheels(session: Session, version_id: int) -> list[KnownWheel]:
-    """The farm's unbroken wheels of a version, then upstream's."""
+    """The farm's wheels of a version, then upstream's."""
     farm = session.execute(
         select(File.filename, File.sha256, File.size).where(
-            File.version_id == version_id, File.broken.is_(None)
+            File.version_id == version_id
         )
     ).all()
     upstream = session.execute(

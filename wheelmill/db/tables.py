@@ -274,7 +274,6 @@ class File(Base):
     metadata_sha256: Mapped[str | None] = mapped_column(String(64))
     alias_of: Mapped[int | None] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"))
     apt_packages: Mapped[list | None] = mapped_column(JSON)
-    broken: Mapped[str | None] = mapped_column(Text)  # why the smoke test kept it out
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

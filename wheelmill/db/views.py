@@ -20,7 +20,6 @@ from sqlalchemy import (
     Date,
     Executable,
     Row,
-    and_,
     bindparam,
     case,
     func,
@@ -70,6 +69,8 @@ _CELL_STATUS = {
     JobStatus.skipped: "skipped",
     JobStatus.cancelled: "skipped",
 }
+# A failure of the smoke test means the wheel built but did not import: it was kept out as broken.
+_BROKEN_REASON = "smoke_test_failed"
 STATS_DAYS = 90  # the time series cover this many days: a farm keeps millions of builds
 STATS_BUILDERS = 7  # builders drawn as their own line; the others are summed into one more
 
@@ -122,8 +123,8 @@ _FARM_FILES = (
         File.created_at,
     )
     .join(Version, Version.id == File.version_id)
-    .outerjoin(_ALIASED, and_(_ALIASED.id == File.alias_of, _ALIASED.broken.is_(None)))
-    .where(Version.package_id.in_(_IDS), File.broken.is_(None))
+    .outerjoin(_ALIASED, _ALIASED.id == File.alias_of)
+    .where(Version.package_id.in_(_IDS))
 )
 _UPSTREAM_FILES = union_all(
     *(
@@ -323,7 +324,6 @@ def _farm_files(
             sha256,
             build,
             tuple(apt or ()),
-            None,
             alias,  # an alias names the file it shares
         )
         page_files.append((versions.rank[version_id], page_file))
@@ -348,6 +348,12 @@ def _upstream_files(
     return found
 
 
+def _cell_status(status: JobStatus, reason: str | None) -> str:
+    if status is JobStatus.failed and reason == _BROKEN_REASON:
+        return "broken"
+    return _CELL_STATUS[status]
+
+
 def _cells(session: Session, package_ids: list[int], versions: _Versions) -> dict[int, list[BuildCell]]:
     """The build matrix of each package: one cell per job, linked to its latest finished build.
 
@@ -358,7 +364,7 @@ def _cells(session: Session, package_ids: list[int], versions: _Versions) -> dic
     for package_id, version_id, tag, status, reason, build_id in rows:
         if version_id in versions.text:
             found[package_id].append(
-                BuildCell(versions.text[version_id], tag, _CELL_STATUS[status], build_id, reason)
+                BuildCell(versions.text[version_id], tag, _cell_status(status, reason), build_id, reason)
             )
     return found
 
@@ -385,7 +391,7 @@ def site_summary(session: Session, disk_used_bytes: int, disk_free_bytes: int | 
     return SiteSummary(
         packages=session.scalar(select(func.count(Package.id)).where(Package.removed.is_(False))) or 0,
         versions=session.scalar(select(func.count(Version.id)).where(Version.removed.is_(False))) or 0,
-        wheels=session.scalar(select(func.count(File.id)).where(File.broken.is_(None))) or 0,
+        wheels=session.scalar(select(func.count(File.id))) or 0,
         builds=total,
         success_rate=(succeeded / (succeeded + failed)) if succeeded + failed else None,
         queue_by_target=queue_depth(session),

@@ -60,7 +60,6 @@ class FarmFile(NamedTuple):
     sha256: str
     build_id: int | None
     apt_packages: tuple[str, ...]  # Debian packages providing the shared libraries it links
-    broken: str | None  # why the file is marked broken, if it is
     alias_of: str | None = None  # the file it shares bytes with, when published under an alias platform
 
 

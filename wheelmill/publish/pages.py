@@ -121,7 +121,6 @@ def project_document(page: ProjectPage) -> dict[str, Any]:
                 "hashes": {"sha256": f.sha256},
                 "build_id": f.build_id,
                 "apt_packages": list(f.apt_packages),
-                "broken": f.broken,
                 "alias_of": f.alias_of,
             }
             for f in page.files

@@ -45,8 +45,6 @@ def file_rows(files: Iterable[FarmFile], size_text: Callable[[int], str]) -> Mar
     out: list[str] = []
     for file in files:
         notes = ""
-        if file.broken:
-            notes += f' <span class="reason">broken: {escape(file.broken)}</span>'
         if file.alias_of:
             notes += f' <span class="reason">same file as {escape(file.alias_of)}</span>'
         if file.apt_packages:
@@ -54,9 +52,8 @@ def file_rows(files: Iterable[FarmFile], size_text: Callable[[int], str]) -> Mar
         build = "—"
         if file.build_id is not None:
             build = f'<a href="../../logs/{int(file.build_id)}/">#{int(file.build_id)}</a>'
-        row_class = ' class="broken"' if file.broken else ""
         out.append(
-            f"        <tr{row_class}>\n"
+            "        <tr>\n"
             f'          <td><a href="../..{escape(file.url)}">{escape(file.filename)}</a>{notes}</td>\n'
             f"          <td>{escape(file.version)}</td>\n"
             f"          <td><code>{escape(file.target)}</code></td>\n"
