@@ -28,7 +28,7 @@ def read_until(fd: int, wanted: bytes, timeout: float = 30) -> bytes:
     return seen
 
 
-def test_monitor_keys_pause_and_resume_the_selected_builder(tmp_path: Path) -> None:
+def test_monitor_keys_pause_resume_drain_and_kill_the_selected_builder(tmp_path: Path) -> None:
     farm = Farm(tmp_path, "http://127.0.0.1:9/simple/")
     farm.cli("token", "create", "--builder", "pi-1")
     main, terminal = pty.openpty()
@@ -47,6 +47,17 @@ def test_monitor_keys_pause_and_resume_the_selected_builder(tmp_path: Path) -> N
         read_until(main, b"pi-1 is now paused")
         os.write(main, b"r")
         wait_until(lambda: farm.query("SELECT state FROM builders") == [("active",)], "the resume", monitor)
+        os.write(main, b"d")
+        wait_until(lambda: farm.query("SELECT state FROM builders") == [("draining",)], "the drain", monitor)
+        os.write(main, b"x")
+        read_until(main, b"kill pi-1 and abort its build? y/n")
+        os.write(main, b"n")  # anything but y cancels
+        read_until(main, b"kill cancelled")
+        assert farm.query("SELECT state FROM builders") == [("draining",)]
+        os.write(main, b"x")
+        read_until(main, b"y/n")
+        os.write(main, b"y")
+        wait_until(lambda: farm.query("SELECT state FROM builders") == [("killed",)], "the kill", monitor)
         os.write(main, b"q")
         assert monitor.wait(timeout=10) == 0
     finally:

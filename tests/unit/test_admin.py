@@ -18,7 +18,7 @@ from wheelmill.db import catalog, pending
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db.engine import Database
 from wheelmill.db.tables import FeedFile, File, Job, JobStatus, Package, Source, TargetRow, Version
-from wheelmill.errors import InvalidName, NotFound, UploadRefused
+from wheelmill.errors import AuthError, InvalidName, NotFound, UploadRefused
 from wheelmill.master.context import Master
 from wheelmill.planner import plan_versions
 from wheelmill.targets import Target
@@ -263,3 +263,37 @@ def test_audit_finds_missing_extra_and_damaged_files_and_fix_removes_extras(
     assert audit(master).extra == []
     with master.db.read() as session:
         assert "demo" in pending.take(session).projects
+
+
+def test_add_follows_a_package_and_puts_a_known_version_first_in_line(master: Master) -> None:
+    add_version(master, "demo", "1.0")
+    add_version(master, "demo", "2.0")
+
+    assert actions.add(master, "Demo").messages == ("watching demo",)
+    assert actions.add(master, "demo").messages == ("watching demo (already)",)
+    first = actions.add(master, "demo==1.0")
+    assert first.messages[-1] == "2 open jobs of demo 1.0 moved to the front"  # one per target
+    with master.db.write() as session:
+        builder_sql.create_token(session, "pi-1")
+        builder = builder_sql.get_builder(session, "pi-1")
+        claimed = queue_sql.claim(session, master.target_ids[X86], builder.id, 60)
+    assert claimed is not None and claimed.version == "1.0"  # ahead of the newer 2.0
+    unknown = actions.add(master, "demo==9.9")
+    assert unknown.changed == 0 and "9.9 is not known yet" in unknown.messages[-1]
+    with pytest.raises(InvalidName):
+        actions.add(master, "not a name!")
+
+
+def test_a_revoked_token_no_longer_authenticates(master: Master) -> None:
+    with master.db.write() as session:
+        token = builder_sql.create_token(session, "pi-1")
+    with master.db.read() as session:
+        assert builder_sql.authenticate(session, token).name == "pi-1"
+    with master.db.write() as session:
+        builder_sql.revoke_token(session, "pi-1")
+    with master.db.read() as session, pytest.raises(AuthError):
+        builder_sql.authenticate(session, token)
+    with master.db.write() as session:  # a new token brings the builder back
+        fresh = builder_sql.create_token(session, "pi-1")
+    with master.db.read() as session:
+        assert builder_sql.authenticate(session, fresh).name == "pi-1"

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from packaging.utils import InvalidName as PackagingInvalidName
 from packaging.utils import canonicalize_name
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,9 +38,10 @@ def add_watches(db: Database, names: Sequence[str]) -> list[str]:
     added = []
     with db.write() as session:
         for name in names:
-            canonical = canonicalize_name(name)
-            if not canonical or canonicalize_name(canonical) != canonical or "/" in name:
-                raise InvalidName(f"package name {name!r} is not valid")
+            try:
+                canonical = canonicalize_name(name, validate=True)
+            except PackagingInvalidName:
+                raise InvalidName(f"package name {name!r} is not valid (PEP 508)") from None
             if session.get(Watch, canonical) is None:
                 session.add(Watch(name=canonical))
                 added.append(canonical)
