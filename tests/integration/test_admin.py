@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,5 +82,11 @@ def test_rebuild_yank_import_and_remove_show_in_the_index(farm: Farm, tmp_path: 
     wait_until(lambda: wheel not in index(farm), "the removal on the index", master)
     assert httpx.get(farm.url + f"/files/demo/{wheel}").status_code == 404
     assert "database, files and pages agree" in farm.cli("audit")
+    stray = farm.workdir / "data" / "www" / "files" / "demo" / "demo-0.1-py3-none-any.whl"
+    stray.write_bytes(b"left over")
+    os.utime(stray, (0, 0))  # long ago: not a wheel whose build is completing right now
+    assert admin.post("/audit").json()["extra"] == ["demo/demo-0.1-py3-none-any.whl"]
+    assert admin.post("/audit", params={"fix": "true"}).status_code == 200
+    assert not stray.exists() and admin.post("/audit").json()["extra"] == []
     assert httpx.post(farm.url + "/api/v1/admin/actions/skip", json={"package": "demo"}).status_code == 401
     admin.close()
