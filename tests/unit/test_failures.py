@@ -1,7 +1,9 @@
-"""The failure classifier on real pip logs: small failing projects built here, and logs saved from them.
+"""The failure classifier on real logs: the farm's, saved, and pip's, from small projects built here.
 
-The saved logs in failure_logs/ are this module's own captures; `python tests/unit/test_failures.py`
-writes them again.
+failure_logs/ holds logs of failing sdists built the way the farm builds (``building.build``: uv in the
+sandbox), each with what a person reading it calls the failure in expected.toml;
+`python3 tools/gather_failure_logs.py` builds them again. The pip builds below stay for pip's wording,
+which a build can still print: a setup.py's setup_requires, say, is installed by pip.
 """
 
 from __future__ import annotations
@@ -11,24 +13,23 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
+import threading
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import stand_in_job
 from wheelmill.analysis.failures import Diagnosis, FailureReason, classify
+from wheelmill.builder import building
+from wheelmill.testing import StandInUpstream
 
 LOGS = Path(__file__).parent / "failure_logs"
+CORPUS = tomllib.loads((LOGS / "expected.toml").read_text())
+# Reasons no log shows: the sandbox's kill says them, and unknown is what no rule matched.
+NOT_FROM_LOGS = {FailureReason.TIMEOUT, FailureReason.OUT_OF_MEMORY, FailureReason.UNKNOWN}
 PIP_WHEEL = (sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir")
-SAVED = (
-    "missing_header",
-    "undeclared_setup_py",
-    "setuptools_feature",
-    "python2",
-    "version_mismatch",
-    "network_build_requirements",
-)
 
 
 def c_setup(extra: str = "") -> str:
@@ -206,16 +207,55 @@ def test_real_build_failures_are_classified(real_logs: dict[str, str], case: str
     assert_diagnosis(classify(real_logs[case]), CASES[case].expected)
 
 
-@pytest.mark.parametrize("case", SAVED)
-def test_saved_real_logs_are_classified(case: str) -> None:
-    assert_diagnosis(classify((LOGS / f"{case}.log").read_text()), CASES[case].expected)
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_saved_farm_logs_are_classified(name: str) -> None:
+    expected = CORPUS[name]
+
+    found = classify((LOGS / name).read_text(), expected.get("killed_reason"))
+
+    assert (found.reason, found.debian_package, found.python_module) == (
+        expected["reason"],
+        expected.get("debian_package"),
+        expected.get("python_module"),
+    )
+    assert expected.get("detail", "") in (found.detail or "")
+
+
+def test_every_reason_a_log_shows_has_a_saved_farm_log() -> None:
+    shown = {FailureReason(each["reason"]) for each in CORPUS.values() if "killed_reason" not in each}
+
+    assert set(FailureReason) - NOT_FROM_LOGS <= shown
+    assert all((LOGS / name).is_file() for name in CORPUS)
+
+
+def test_the_recorded_detail_says_what_to_install() -> None:
+    missing = classify((LOGS / "standin-missing-header.log").read_text())
+    python2 = classify((LOGS / "standin-python2.log").read_text())
+
+    assert missing.shown_detail() == "geos_c.h (sudo apt install libgeos-dev)"
+    assert python2.shown_detail() == python2.detail
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(Path("/usr/include/geos_c.h").exists(), reason="libgeos-dev is installed")
+def test_a_farm_build_records_the_package_to_install(upstream: StandInUpstream, tmp_path: Path) -> None:
+    sdist = upstream.add_release("needs-geos", "1.0", kind="missing-header")
+    assert sdist is not None
+    job = stand_in_job(upstream, "needs-geos", sdist, [], time_limit=120)
+
+    outcome = building.build(job, tmp_path / "work", "required", sys.executable, threading.Event())
+
+    assert (outcome.failure_reason, outcome.failure_detail) == (
+        "missing_system_library",
+        "geos_c.h (sudo apt install libgeos-dev)",
+    ), outcome.log.decode(errors="replace")
 
 
 @pytest.mark.parametrize(
     ("killed_reason", "reason"), [("timeout", FailureReason.TIMEOUT), ("memory", FailureReason.OUT_OF_MEMORY)]
 )
 def test_the_builders_reason_for_killing_a_build_wins(killed_reason: str, reason: FailureReason) -> None:
-    log = (LOGS / "missing_header.log").read_text()
+    log = (LOGS / "standin-missing-header.log").read_text()
 
     assert classify(log, killed_reason=killed_reason) == Diagnosis(reason)
 
@@ -247,11 +287,3 @@ def test_a_log_with_no_known_sign_is_unknown() -> None:
     assert classify("Building wheel for demo (setup.py): finished with status 'error'\n") == Diagnosis(
         FailureReason.UNKNOWN
     )
-
-
-if __name__ == "__main__":
-    with tempfile.TemporaryDirectory() as scratch:
-        captured = build_logs(Path(scratch))
-    for name in SAVED:
-        (LOGS / f"{name}.log").write_text(captured[name].replace(scratch, "/tmp/build"))
-    print(f"wrote {len(SAVED)} logs to {LOGS}")

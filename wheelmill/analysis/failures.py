@@ -37,6 +37,13 @@ class Diagnosis:
     debian_package: str | None = None  # installs the missing header, library or tool, e.g. libffi-dev
     python_module: str | None = None  # the PyPI project providing a missing build-time module, e.g. PyYAML
 
+    def shown_detail(self) -> str | None:
+        """The detail a build records and its log page shows: with the apt command for a missing
+        library, since the build record has no place for the package and the user has to run it."""
+        if self.debian_package is None:
+            return self.detail
+        return f"{self.detail} (sudo apt install {self.debian_package})"
+
 
 # What a log names when something is missing (header, directory of headers, -l option, pkg-config
 # module, tool) -> the Debian package that provides it.
@@ -109,8 +116,11 @@ _PYPI_NAMES = {
 }
 
 _M = re.MULTILINE
-_VERSION_MISMATCH = re.compile(
-    r"inconsistent version: (?:expected|filename has) '([^']+)', but metadata has '([^']+)'"
+# uv checks the wheel it built against the sdist's name and version, and fails the build (the farm's
+# wording); pip's is for a pip run inside a build. Groups: what differs (uv only), expected, built.
+_VERSION_MISMATCH = (
+    re.compile(r"The source distribution declares (name|version) ([^\s,]+), but the wheel declares \1 (\S+)"),
+    re.compile(r"inconsistent (version): (?:expected|filename has) '([^']+)', but metadata has '([^']+)'"),
 )
 _OUT_OF_MEMORY = re.compile(
     r"^\s*MemoryError\b.*$|^.*(?:virtual memory exhausted|out of memory allocating"
@@ -170,6 +180,23 @@ _MISSING = (
     re.compile(r"No such file or directory: '(pg_config|mysql_config|pkg-config|cmake|swig|gfortran)'"),
     re.compile(r"can't find (Rust compiler)"),
 )
+# Headers that a Python project ships for the C code built against it: missing, the project is an
+# undeclared build dependency (the remedy adds it), not a Debian package.
+_PYTHON_PROJECT_HEADERS = {"numpy/": "numpy", "pybind11/": "pybind11"}
+# Headers that Python 3.11 moved into Include/cpython/ (eval.h it removed): C code that includes them
+# by name predates the Python it builds for, which no package installs away.
+_MOVED_PYTHON_HEADERS = frozenset(
+    (
+        "cellobject.h",
+        "classobject.h",
+        "code.h",
+        "context.h",
+        "eval.h",
+        "funcobject.h",
+        "genobject.h",
+        "longintrepr.h",
+    )
+)
 _UNDECLARED = (
     re.compile(r"^\s*(?:ModuleNotFoundError|ImportError): No module named '?(\w+)'?\s*$", _M),
     # setup_requires that easy_install could not fetch: the build environment lacks it.
@@ -202,6 +229,11 @@ _NETWORK_SIGNS = (
 )
 _NETWORK = re.compile(f"^.*(?:{'|'.join(map(re.escape, _NETWORK_SIGNS))}).*$", _M)
 _NO_SOURCE = (
+    # uv on an sdist that is not one: an archive it cannot unpack, or nothing in it to build.
+    re.compile(
+        r"cause: (Invalid (?:tar|zip) file|(?:Failed to extract archive|Unsupported archive format):.*)"
+    ),
+    re.compile(r"(does not appear to be a Python project, as .*)"),
     re.compile(r"Could not find a version that satisfies the requirement (\S+)"),
     re.compile(r"No matching distribution found for (\S+)"),
     re.compile(r"HTTP error 404 while getting (\S+)"),
@@ -246,10 +278,11 @@ def _found(reason: FailureReason, match: re.Match[str] | None) -> Diagnosis | No
 
 
 def _version_mismatch(log: str) -> Diagnosis | None:
-    match = _VERSION_MISMATCH.search(log)
+    match = _first(_VERSION_MISMATCH, log)
     if match is None:
         return None
-    return Diagnosis(FailureReason.VERSION_MISMATCH, f"expected {match[1]!r}, built {match[2]!r}")
+    what = "" if match[1] == "version" else f"{match[1]} "
+    return Diagnosis(FailureReason.VERSION_MISMATCH, f"expected {what}{match[2]!r}, built {match[3]!r}")
 
 
 def _out_of_memory(log: str) -> Diagnosis | None:
@@ -288,6 +321,12 @@ def _missing_system_library(log: str) -> Diagnosis | None:
     if match is None:
         return None
     need = _detail(match)
+    if need in _MOVED_PYTHON_HEADERS:
+        return Diagnosis(
+            FailureReason.COMPILER_ERROR, f"{need}, a Python header gone from Include/ since 3.11"
+        )
+    if project := _PYTHON_PROJECT_HEADERS.get(need.partition("/")[0] + "/"):
+        return Diagnosis(FailureReason.UNDECLARED_BUILD_DEPENDENCY, need, python_module=project)
     return Diagnosis(FailureReason.MISSING_SYSTEM_LIBRARY, need, debian_package=_debian_package(need))
 
 

@@ -180,7 +180,7 @@ def build(
     elif outcome.failure_reason is None:
         diagnosis = classify(result.log.decode("utf-8", "replace"), result.killed_reason)
         outcome.failure_reason = str(diagnosis.reason)
-        outcome.failure_detail = diagnosis.detail
+        outcome.failure_detail = diagnosis.shown_detail()
         outcome.remedy = diagnosis.python_module
     return outcome
 

@@ -12,6 +12,7 @@ import io
 import json
 import tarfile
 from collections.abc import Callable
+from dataclasses import replace
 from enum import StrEnum
 
 from wheelmill.testing.hostile import HOSTILE_GENERATORS
@@ -40,6 +41,11 @@ class SdistKind(StrEnum):
     SNOOP = "snoop"  # reads the host's /root, a secret file in it, other processes' environments
     DAEMON = "daemon"  # leaves `sleep` running in a session of its own
     UNDECLARED_NUMPY = "undeclared-numpy"  # imports numpy without declaring it a build requirement
+    # Failures with a known reason, for the failure classifier's corpus (tools/gather_failure_logs.py).
+    MISSING_HEADER = "missing-header"  # a C extension including geos_c.h, which only libgeos-dev installs
+    PYTHON2 = "python2"  # a setup.py with a Python 2 print statement
+    WINDOWS_ONLY = "windows-only"  # a setup.py that refuses any platform but Windows
+    VERSION_MISMATCH = "version-mismatch"  # builds version 0.0.0, as setuptools-scm does without git tags
 
 
 FAILING_MESSAGE = "wheelmill test: this build fails"
@@ -159,9 +165,38 @@ def _failing(meta: CoreMetadata) -> dict[str, str]:
     }
 
 
+def _missing_header(meta: CoreMetadata) -> dict[str, str]:
+    return {**_cext(meta), f"{meta.module}/_speed.c": "#include <geos_c.h>\n" + _SPEED_C}
+
+
+def _python2(meta: CoreMetadata) -> dict[str, str]:
+    setup_py = 'from setuptools import setup\n\nprint "building with Python 2"\nsetup()\n'
+    return {"setup.py": setup_py, f"{meta.module}/__init__.py": _init_py(meta)}
+
+
+def _windows_only(meta: CoreMetadata) -> dict[str, str]:
+    setup_py = (
+        "import sys\n\nfrom setuptools import setup\n\n"
+        'if sys.platform != "win32":\n    raise RuntimeError("This package only supports Windows")\nsetup()\n'
+    )
+    return {"setup.py": setup_py, f"{meta.module}/__init__.py": _init_py(meta)}
+
+
+def _version_mismatch(meta: CoreMetadata) -> dict[str, str]:
+    """PKG-INFO and the file name say the release's version; pyproject.toml, which the build reads, not."""
+    return {
+        "pyproject.toml": _pyproject(replace(meta, version="0.0.0")),
+        f"{meta.module}/__init__.py": _init_py(meta),
+    }
+
+
 SDIST_GENERATORS: dict[SdistKind, SdistGenerator] = {
     SdistKind.PURE: _pure,
     SdistKind.CEXT: _cext,
     SdistKind.FAILING: _failing,
+    SdistKind.MISSING_HEADER: _missing_header,
+    SdistKind.PYTHON2: _python2,
+    SdistKind.WINDOWS_ONLY: _windows_only,
+    SdistKind.VERSION_MISMATCH: _version_mismatch,
     **{SdistKind(kind): generate for kind, generate in HOSTILE_GENERATORS.items()},
 }
