@@ -7,9 +7,12 @@ import sqlite3
 import time
 from pathlib import Path
 
+import psycopg
+import pytest
 from sqlalchemy import text
 
-from wheelmill.db.engine import Database
+from tests.conftest import PG_URL
+from wheelmill.db.engine import Database, Statement
 
 
 def rows_in_main_file(database: Path, copy: Path) -> int | None:
@@ -37,3 +40,21 @@ def test_background_checkpoints_bring_commits_into_the_database_file(tmp_path: P
             time.sleep(0.2)
     finally:
         db.dispose()
+
+
+@pytest.mark.skipif(not PG_URL, reason="no PostgreSQL")
+def test_a_pooled_connection_the_server_ended_is_replaced_not_handed_out() -> None:
+    assert PG_URL
+    db = Database(PG_URL)
+    with db.transaction() as tx:
+        (pid,) = tx.execute(Statement.postgresql_only("SELECT pg_backend_pid()"), {}).fetchone()
+    with psycopg.connect(PG_URL, autocommit=True) as admin:  # as a server restart would
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 5
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    with db.transaction() as tx:  # the pooled connection is dead: another one serves
+        (again,) = tx.execute(Statement.postgresql_only("SELECT pg_backend_pid()"), {}).fetchone()
+    db.dispose()
+    assert again != pid

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 from psycopg.types.json import Json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 
 _WRITE = "wheelmill_write"
@@ -172,9 +174,8 @@ class Database:
             if background_checkpoints:
                 threading.Thread(target=self._checkpoints, name="wheelmill-checkpoint", daemon=True).start()
         else:
-            self.engine = create_engine(
-                parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
+            self.engine = create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
+            event.listen(self.engine, "checkout", _refuse_dead_connection)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -236,6 +237,18 @@ class Database:
 
 
 CHECKPOINT_SECONDS = 1.0
+
+
+def _refuse_dead_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Keep a pooled PostgreSQL connection the server has closed (a restart, a terminated backend)
+    from being handed out: the pool drops it and checks out another.
+
+    An idle connection has nothing to read; one the server ended has its goodbye (or EOF) waiting.
+    Looking costs no round trip, where SQLAlchemy's pre-ping spent one on every transaction, a
+    third of a claim's.
+    """
+    if dbapi_connection.closed or select.select([dbapi_connection.fileno()], [], [], 0)[0]:
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def _roll_back_or_discard(raw: Any) -> None:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
@@ -139,26 +140,48 @@ def claim(tx: Transaction | Session, target: int, builder: int, lease_seconds: f
     One indexed UPDATE: PostgreSQL skips rows other claims hold (``FOR UPDATE SKIP LOCKED``);
     SQLite writers hold the write lock already (``BEGIN IMMEDIATE``).
     """
+    return start_claim(tx, target, builder, lease_seconds).result()
+
+
+class StartedClaim:
+    """A claim sent within a transaction, read with :meth:`result`.
+
+    Read it after the transaction has ended and, on PostgreSQL, the claim's answer travels back
+    with the COMMIT's: one round trip for both (``Database.transaction`` pipelines them).
+    """
+
+    def __init__(self, lease_id: str, expires: datetime, cursor: Any = None, done: Claim | None = None):
+        self._lease_id, self._expires, self._cursor, self._done = lease_id, expires, cursor, done
+
+    def result(self) -> Claim | None:
+        if self._cursor is None:
+            return self._done
+        row = self._cursor.fetchone()
+        if row is None:
+            return None
+        job_id, build_id, remedy, *info = row
+        return Claim(job_id, build_id, self._lease_id, self._expires, *info, remedy=remedy)
+
+
+def start_claim(tx: Transaction | Session, target: int, builder: int, lease_seconds: float) -> StartedClaim:
+    """:func:`claim`, with its result read later (see :class:`StartedClaim`)."""
     tx = _transaction(tx)
     now = utcnow()
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=lease_seconds)
     params = {"target": target, "builder": builder, "lease": lease_id, "expires": expires, "now": now}
     if not tx.is_sqlite:
-        row = tx.execute(_CLAIM_ONE_TRIP, params).fetchone()
-        if row is None:
-            return None
-        job_id, build_id, remedy, *info = row
-        return Claim(job_id, build_id, lease_id, expires, *info, remedy=remedy)
+        return StartedClaim(lease_id, expires, cursor=tx.execute(_CLAIM_ONE_TRIP, params))
     row = tx.execute(_CLAIM, params).fetchone()
     if row is None:
-        return None
+        return StartedClaim(lease_id, expires)
     job_id, version_id, remedy = row
     (build_id,) = tx.execute(
         _NEW_BUILD, {"job": job_id, "builder": builder, "lease": lease_id, "now": now}
     ).fetchone()
     info = tx.execute(_CLAIM_INFO, {"target": target, "version": version_id}).fetchone()
-    return Claim(job_id, build_id, lease_id, expires, *info, remedy=remedy)
+    claimed = Claim(job_id, build_id, lease_id, expires, *info, remedy=remedy)
+    return StartedClaim(lease_id, expires, done=claimed)
 
 
 def _transaction(tx: Transaction | Session) -> Transaction:

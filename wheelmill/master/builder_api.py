@@ -158,7 +158,8 @@ def _claim(master: Master, caller: Caller) -> ClaimedJob | None:
     if target_id is None:
         return None
     with master.db.transaction() as tx:
-        job = queue_sql.claim(tx, target_id, caller.id, master.settings.lease_seconds)
+        started = queue_sql.start_claim(tx, target_id, caller.id, master.settings.lease_seconds)
+    job = started.result()  # after the COMMIT: on PostgreSQL both came back in one round trip
     return None if job is None else _claimed_job(master, job)
 
 

@@ -70,20 +70,21 @@ def complete(
     master.dirty.wakeup.set()
     master.staging.drop(lease_id)
     log.info("build %s under lease %s (%s) ended: %s", build_id, lease_id, package, status)
-    return Completed(build_id, claimed)
+    return Completed(build_id, claimed.result() if claimed else None)
 
 
 def _claim_next(
     master: Master, tx: Transaction | Session, builder_id: int, target: int | None
-) -> queue_sql.Claim | None:
+) -> queue_sql.StartedClaim | None:
+    """Send the next claim; its result is read after COMMIT, which it rides with on PostgreSQL."""
     if target is None:
         return None
-    return queue_sql.claim(tx, target, builder_id, master.settings.lease_seconds)
+    return queue_sql.start_claim(tx, target, builder_id, master.settings.lease_seconds)
 
 
 def _complete_success(
     master: Master, builder_id: int, lease_id: str, report: Report, next_target: int | None
-) -> tuple[int, str, BuildStatus, queue_sql.Claim | None]:
+) -> tuple[int, str, BuildStatus, queue_sql.StartedClaim | None]:
     with master.db.read() as session:
         held = queue_sql.lease(session, lease_id, builder_id)
     build_id, package = held.build_id, held.package
@@ -110,7 +111,7 @@ def _complete_success(
 
 def _complete_failure(
     master: Master, builder_id: int, lease_id: str, report: Report, next_target: int | None
-) -> tuple[int, str, BuildStatus, queue_sql.Claim | None]:
+) -> tuple[int, str, BuildStatus, queue_sql.StartedClaim | None]:
     """One write transaction: a failed build uploads nothing, so there is nothing to store first."""
     with master.db.transaction() as tx:
         held = queue_sql.lease(tx, lease_id, builder_id, lock=True)
