@@ -200,7 +200,7 @@ def _smoke_test(
             outcome.log += f"\n[wheelmill] smoke test of {wheel.name} failed:\n{result.error}\n".encode()
             return
     outcome.log += (
-        f"\n[wheelmill] smoke test passed: imported {', '.join(result.modules) or 'nothing'}\n".encode()
+        f"\n[wheelmill] smoke test passed: imported {', '.join(imported) or 'nothing'}\n".encode()
     )
 
 
