@@ -148,5 +148,5 @@ def test_a_killed_follower_resumes_to_the_state_of_a_clean_run(
         finish(start_follower(clean_url, up))
         assert resumed == snapshot(clean)
         clean.dispose()
-    assert resumed["progress"] == [("serial", str(last))]
+    assert resumed["progress"] == [("serial", str(last)), ("upstream_serial", str(last))]
     assert len(resumed["jobs"]) > PROJECTS / 2

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from pypi_simple import ACCEPT_HTML_ONLY, ACCEPT_JSON_ONLY, DistributionPackage, PyPISimple
 
+from tests.farm import Farm
 from wheelmill import clientconfig
 from wheelmill.config import Settings
 from wheelmill.master.static import make_static_app
@@ -155,13 +156,26 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def nginx(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+    """A real `wheelmill serve` for nginx to proxy to; it follows nothing (an empty watch list)."""
+    farm = Farm(tmp_path_factory.mktemp("master"), "http://127.0.0.1:9/simple/")
+    try:
+        farm.serve()
+        yield farm
+    finally:
+        farm.close()
+
+
+@pytest.fixture(scope="module")
+def nginx(site: Path, master: Farm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Real nginx with deploy/nginx.conf, in the foreground, pid and logs in a temp dir."""
     prefix = tmp_path_factory.mktemp("nginx")
     port = free_port()
     server_block = (REPO / "deploy/nginx.conf").read_text()
     (prefix / "wheelmill.conf").write_text(
-        server_block.replace("@OUTPUT@", str(site)).replace("@PORT@", f"127.0.0.1:{port}")
+        server_block.replace("@OUTPUT@", str(site))
+        .replace("@PORT@", f"127.0.0.1:{port}")
+        .replace("@MASTER@", f"127.0.0.1:{master.port}")
     )
     # As root, workers would drop to `nobody`, who cannot enter pytest's private temp dirs.
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -411,3 +425,28 @@ def test_installs_through_nginx(nginx: str, tmp_path: Path) -> None:
             == 304
         )
         assert client.get("/simple/").headers["content-type"].startswith("text/html")
+
+
+def test_nginx_passes_the_api_bundles_and_metrics_to_the_master(nginx: str) -> None:
+    with httpx.Client(base_url=nginx) as client:
+        claim = client.post("/api/v1/jobs/claim")
+        assert claim.status_code == 401 and claim.json()["error"] == "AuthError"
+        assert claim.headers["www-authenticate"] == "Bearer"
+        # A wheel over nginx's default body limit (1 MiB) reaches the master, which answers for itself.
+        upload = client.put(
+            "/api/v1/leases/any/files/demo-1.0-py3-none-any.whl",
+            headers={"X-Sha256": "0" * 64},
+            content=bytes(3 * 2**20),
+        )
+        assert upload.status_code == 401 and upload.json()["error"] == "AuthError"
+        metrics = client.get("/metrics")
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert "wheelmill_disk_guard_active " in metrics.text
+        form = client.get("/bundle/")
+        assert form.status_code == 200 and "<form" in form.text
+    # From any other address (127.0.0.2 stands in for the internet), /metrics is refused.
+    elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=nginx, transport=elsewhere) as client:
+        assert client.get("/metrics").status_code == 403
+        assert client.get("/simple/").status_code == 200

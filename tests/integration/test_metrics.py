@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from wheelmill.testing import StandInUpstream
 
 pytestmark = pytest.mark.slow
 TARGET = "cp311-cp311-linux_x86_64"
+NOTICE = "low on disk space"  # the disk guard's notice on the home page
 
 
 @pytest.fixture
@@ -48,25 +51,36 @@ def test_metrics_follow_a_build_from_queue_to_histogram(farm: Farm) -> None:
     assert sample(metrics, "wheelmill_disk_guard_active") == 0
     assert sample(metrics, "wheelmill_watched_packages") == 1
 
+    # A refused upload is counted by its reason: b2 claims the job, sends a wheel with an unsafe
+    # name, and hands the job back for b1 to build.
+    token = farm.cli("token", "create", "--builder", "b2")
+    auth = {"Authorization": f"Bearer {token}"}
+    httpx.post(farm.url + "/api/v1/builders", json={"target": TARGET}, headers=auth).raise_for_status()
+    lease = httpx.post(farm.url + "/api/v1/jobs/claim", headers=auth).json()["lease_id"]
+    answer = httpx.put(
+        f"{farm.url}/api/v1/leases/{lease}/files/bad%20name.whl",
+        headers={**auth, "X-Sha256": "0" * 64},
+        content=b"x",
+    )
+    assert (answer.status_code, answer.json()["reason"]) == (422, "filename")
+    httpx.post(f"{farm.url}/api/v1/leases/{lease}/release", headers=auth).raise_for_status()
+    metrics = httpx.get(farm.url + "/metrics").text
+    assert sample(metrics, 'wheelmill_uploads_refused_total{reason="filename"}') == 1
+
     builder = farm.builder("b1")
     wait_until(
-        lambda: farm.query("SELECT status FROM builds") == [("success",)], "the build", master, builder
+        lambda: farm.query("SELECT status FROM builds WHERE status = 'success'") == [("success",)],
+        "the build",
+        master,
+        builder,
     )
     metrics = httpx.get(farm.url + "/metrics").text
     assert sample(metrics, f'wheelmill_jobs{{state="queued",target="{TARGET}"}}') == 0
     assert sample(metrics, 'wheelmill_builds_last_hour{reason="",status="success"}') == 1
     assert sample(metrics, 'wheelmill_build_duration_seconds_bucket{le="+Inf"}') == 1
     assert sample(metrics, "wheelmill_build_duration_seconds_gcount") == 1
-    assert sample(metrics, 'wheelmill_builders{online="true",state="active"}') == 1
-
-    # A refused upload is counted by its reason.
-    token = farm.cli("token", "create", "--builder", "b2")
-    answer = httpx.put(
-        farm.url + "/api/v1/leases/nope/files/bad%20name.whl",
-        headers={"Authorization": f"Bearer {token}", "X-Sha256": "0" * 64},
-        content=b"x",
-    )
-    assert answer.status_code in (409, 422)
+    assert sample(metrics, 'wheelmill_builders{online="true",state="active"}') == 2  # b1 and b2
+    assert sample(metrics, 'wheelmill_uploads_refused_total{reason="filename"}') == 1
     status = farm.cli("status")
     assert "b1" in status and "1 success" in status
 
@@ -95,3 +109,56 @@ def test_disk_guard_pauses_claims_and_says_why(upstream_demo: StandInUpstream, t
         assert farm.query("SELECT status FROM jobs") == [("queued",)]
     finally:
         farm.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs, filled and freed by the test as an operator's disk would be."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    mounted = subprocess.run(
+        [*sudo, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run([*sudo, "umount", "--lazy", str(mount)], check=True)
+
+
+def test_home_page_notice_comes_and_goes_with_the_disk_guard(
+    upstream_demo: StandInUpstream, small_disk: Path, tmp_path: Path
+) -> None:
+    # Whole-index mode marks the site only when upstream changes: nothing else rewrites the home page.
+    farm = Farm(
+        tmp_path,
+        upstream_demo.simple_url,
+        follow="all",
+        targets=[TARGET],
+        sandbox="none",
+        output_dir=str(small_disk / "www"),
+        min_free_bytes=32 * 2**20,
+    )
+    ballast = small_disk / "ballast"
+    try:
+        master = farm.serve()
+        wait_until(lambda: home_page(farm) != "", "the first home page", master, timeout=60)
+        assert NOTICE not in home_page(farm)
+
+        ballast.write_bytes(bytes(40 * 2**20))  # leaves under 24 MiB of the 64
+        wait_until(lambda: NOTICE in home_page(farm), "the disk guard's notice", master, timeout=60)
+
+        ballast.unlink()
+        wait_until(lambda: NOTICE not in home_page(farm), "the notice to go", master, timeout=60)
+        assert sample(httpx.get(farm.url + "/metrics").text, "wheelmill_disk_guard_active") == 0
+    finally:
+        farm.close()
+        ballast.unlink(missing_ok=True)
+
+
+def home_page(farm: Farm) -> str:
+    """The home page as a browser gets it from the master."""
+    answer = httpx.get(farm.url + "/")
+    return answer.text if answer.status_code == 200 else ""

@@ -319,7 +319,7 @@ def test_ownership_changes_are_ignored(db: Database, up: StandInUpstream, target
 
     assert (result.events, marked(db), result.jobs_queued) == (1, set(), 0)
     after = state(db)
-    assert after.pop("progress") == {("serial", str(up.serial))}
+    assert after.pop("progress") == {("serial", str(up.serial)), ("upstream_serial", str(up.serial))}
     assert {key: value for key, value in before.items() if key != "progress"} == after
     assert [path for method, path, _ in up.requests[requests:] if method == "GET"] == []
 

@@ -6,7 +6,8 @@ row. Every step is idempotent: applying a batch twice leaves the same rows.
 
 The feed names files but not their URL, hash or size: a file it announces goes to ``feed_files``
 (enough for the planner) and its project to ``details_owed`` (see ``wheelmill.db.details``). The
-applied serial lives in ``upstream_state``. All of it is written in the transaction of the batch it
+applied serial lives in ``upstream_state``, beside upstream's newest serial (what /metrics and
+``wheelmill status`` report the lag against). All of it is written in the transaction of the batch it
 describes, so a follower killed at any point loses nothing and repeats nothing.
 """
 
@@ -34,6 +35,7 @@ from wheelmill.db.tables import (
 from wheelmill.upstream.events import ProjectChange
 
 SERIAL_KEY = "serial"
+UPSTREAM_SERIAL_KEY = "upstream_serial"  # upstream's newest serial, as the follower last learned it
 ADMIN = "admin"  # versions.yanked_by of a yank an admin made: the follower leaves it alone
 UPSTREAM = "upstream"
 _FILE_TABLES = (Source.__table__, UpstreamWheel.__table__, FeedFile.__table__)
@@ -57,7 +59,16 @@ def stored_serial(session: Session) -> int:
 
 
 def save_serial(session: Session, serial: int) -> None:
-    stmt = bulk.insert(session, UpstreamState).values(key=SERIAL_KEY, value=str(serial))
+    _save(session, SERIAL_KEY, serial)
+
+
+def save_upstream_serial(session: Session, serial: int) -> None:
+    """Upstream's newest serial: the follower's lag is this minus the applied one."""
+    _save(session, UPSTREAM_SERIAL_KEY, serial)
+
+
+def _save(session: Session, key: str, serial: int) -> None:
+    stmt = bulk.insert(session, UpstreamState).values(key=key, value=str(serial))
     session.connection().execute(
         stmt.on_conflict_do_update(index_elements=["key"], set_={"value": str(serial)})
     )

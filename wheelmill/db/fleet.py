@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, literal, select, text, union_all
 from sqlalchemy.orm import Session
 
+from wheelmill.db.feed import SERIAL_KEY, UPSTREAM_SERIAL_KEY
 from wheelmill.db.tables import (
     Build,
     Builder,
@@ -27,8 +28,6 @@ from wheelmill.db.tables import (
 )
 
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0)
-SERIAL_KEY = "serial"  # the follower's applied serial (wheelmill.db.feed)
-UPSTREAM_SERIAL_KEY = "upstream_serial"  # upstream's newest serial, if the follower records it
 
 
 def open_jobs(session: Session) -> dict[tuple[str, str], int]:
@@ -93,7 +92,7 @@ def builders_by_state(session: Session, online_within: timedelta) -> dict[tuple[
 @dataclass(frozen=True)
 class FollowerProgress:
     serial: int | None  # applied serial in whole-index mode
-    upstream_serial: int | None  # upstream's newest, when the follower records it
+    upstream_serial: int | None  # upstream's newest, as the whole-index follower last learned it
     watched: int  # packages on the watch list
     oldest_check: datetime | None  # the watched package checked longest ago
 

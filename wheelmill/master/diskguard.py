@@ -4,12 +4,14 @@ A full disk mid-upload leaves half-written wheels and a database that lists file
 store; refusing early is cheaper. The guard sits in front of the routes as ASGI middleware, so the
 builder protocol's routes stay unaware of it: uploads get 507 with reason ``disk_full`` (builders
 retry with backoff, keeping their lease), claims get 204 (builders wait and ask again). The
-home page (``notice``), ``wheelmill status`` and /metrics say why.
+home page (``notice``), ``wheelmill status`` and /metrics say why; ``GuardWatch`` has the home
+page rewritten when the guard trips or clears.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import time
@@ -22,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from wheelmill.config import Settings
 from wheelmill.master.context import Master
 
+log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 60
 CHECK_SECONDS = 1.0
 _UPLOAD = re.compile(r"/api/v1/leases/[^/]+/files/[^/]+")
@@ -54,6 +57,27 @@ def notice(master: Master) -> str | None:
         f"The farm is low on disk space ({_gib(state.free_bytes)} free, {_gib(state.min_free_bytes)} "
         "needed): new builds are paused and uploads refused until an operator frees space."
     )
+
+
+class GuardWatch:
+    """Marks the site pages when the guard trips or clears, so the home page's notice follows it.
+
+    Nothing else need change the site when the disk fills: without this, the notice would wait
+    for the next build or upstream change to appear, and stay after the operator freed space.
+    """
+
+    def __init__(self) -> None:
+        self.low = False  # as a home page without a notice shows it
+
+    def check(self, master: Master) -> bool:
+        """Look at the disk; returns whether the guard changed (and the site pages were marked)."""
+        low = disk_state(master.settings).low
+        if low == self.low:
+            return False
+        self.low = low
+        log.warning("disk guard %s: site pages marked for rewriting", "tripped" if low else "cleared")
+        master.dirty.mark()
+        return True
 
 
 class DiskGuard:

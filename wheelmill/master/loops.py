@@ -82,8 +82,9 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
             changed = watch.poll(
                 master.db, client, master.target_ids, skip_yanked=settings.skip_yanked
             ).changed
-            with master.db.write() as session:
-                pending.mark(session, projects=changed)
+            if changed:  # an unchanged poll leaves the site pages as they are
+                with master.db.write() as session:
+                    pending.mark(session, projects=changed)
         master.dirty.wakeup.set()
 
     def reap() -> None:

@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wheelmill.config import Settings
@@ -125,6 +125,7 @@ class SiteSchedule:
 
     interval: float = 15.0
     written_at: float = float("-inf")
+    guard: diskguard.GuardWatch = field(default_factory=diskguard.GuardWatch)  # the notice's state
 
     def due(self, now: float) -> bool:
         return now - self.written_at >= self.interval
@@ -137,13 +138,14 @@ def publish_dirty(master: Master, publisher: Publisher, schedule: SiteSchedule |
     rewrite of the site-wide pages, not one per build. Marks are cleared only once their pages
     are written: a crash in between means a rewrite, never a stale page.
     """
+    schedule = schedule or SiteSchedule()
+    schedule.guard.check(master)  # the disk guard's notice is on the home page
     taken = master.dirty.take()
     started = time.monotonic()
     if taken.projects:
         publish_projects(master, publisher, taken.projects)
     if taken.logs:
         publish_logs(master, publisher, taken.logs)
-    schedule = schedule or SiteSchedule()
     if taken.site and schedule.due(started):
         publish_site(master, publisher)
         schedule.written_at = started

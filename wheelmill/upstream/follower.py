@@ -56,6 +56,7 @@ class FollowResult:
     jobs_queued: int = 0  # jobs that became queued
     events: int = 0  # feed entries applied, ignored ones included
     serial: int = 0  # the serial the feed is applied up to (stored in the database)
+    upstream_serial: int = 0  # upstream's newest serial, as last learned (stored in the database)
     details_fetched: int = 0  # JSON API answers recorded
     details_pending: int = 0  # projects still owed details: the next run goes on with them
 
@@ -86,9 +87,9 @@ def follow_changelog(
     An upstream that keeps failing raises ``UpstreamError``: what was committed stays, and the next
     call resumes from it.
     """
-    with db.read() as session:
-        result = FollowResult(serial=feed.stored_serial(session))
-    for batch in _folded_batches(Changelog(client), result.serial, batch_size):
+    changelog = Changelog(client)
+    result = _start(db, changelog)
+    for batch in _folded_batches(changelog, result.serial, batch_size):
         _apply_batch(db, batch, targets, skip_yanked, result)
         if on_progress:
             on_progress(result)
@@ -104,6 +105,15 @@ def follow_changelog(
         on_progress=on_progress,
     )
     return result
+
+
+def _start(db: Database, changelog: Changelog) -> FollowResult:
+    """Where the feed resumes, after recording upstream's newest serial: the lag /metrics and
+    ``wheelmill status`` report is known before a long catch-up, not only after it."""
+    upstream = changelog.last_serial()
+    with db.write() as session:
+        feed.save_upstream_serial(session, upstream)
+        return FollowResult(serial=feed.stored_serial(session), upstream_serial=upstream)
 
 
 @dataclass(frozen=True)
@@ -155,8 +165,11 @@ def _apply_batch(
             session, applied.replan, targets, skip_yanked=skip_yanked, created=applied.created
         )
         feed.save_serial(session, batch.serial)
+        if batch.serial > result.upstream_serial:  # upstream moved on since the pass started
+            feed.save_upstream_serial(session, batch.serial)
         _mark_pages(session, applied.changed, result)
     result.events += batch.events
+    result.upstream_serial = max(result.upstream_serial, batch.serial)
     result.serial = batch.serial
     result.jobs_queued += queued
     log.debug(
