@@ -12,16 +12,15 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.unit.test_admin import X86, add_version
 from tests.unit.test_admin import master as master  # the fixture, shared
-from wheelmill.db import builders as builder_sql
+from tests.unit.test_metrics import online_builder, scrape
 from wheelmill.db import feed
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db.tables import Build, BuildStatus, Watch, utcnow
 from wheelmill.master.context import Master
-from wheelmill.master.metrics import FarmCollector, Refusals
+from wheelmill.master.metrics import Refusals
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/prometheus-alerts.yml"
@@ -39,10 +38,7 @@ def farm_with_every_figure(master: Master) -> Refusals:
     for version in ("1.0", "2.0"):
         add_version(master, "demo", version)
     with master.db.write() as session:
-        builder_sql.create_token(session, "b1")
-        builder = builder_sql.get_builder(session, "b1")
-        session.flush()
-        builder_sql.touch(session, builder.id)
+        builder = online_builder(session, "b1")
         for status in (BuildStatus.success, BuildStatus.failed):
             claim = queue_sql.claim(session, master.target_ids[X86], builder.id, 60)
             assert claim is not None
@@ -58,10 +54,7 @@ def farm_with_every_figure(master: Master) -> Refusals:
 
 def exported_names(master: Master) -> set[str]:
     """The sample names of a real scrape, as PromQL sees them (``_total``, ``_bucket`` and all)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FarmCollector(master, farm_with_every_figure(master)))
-    lines = generate_latest(registry).decode().splitlines()
-    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in lines if line and not line.startswith("#")}
+    return {sample.split("{", 1)[0] for sample in scrape(master, farm_with_every_figure(master))}
 
 
 def test_every_rule_reads_only_metrics_the_master_exports(master: Master) -> None:

@@ -9,13 +9,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tests.unit.test_admin import ARM, X86, add_version
 from tests.unit.test_admin import master as master  # the fixture, shared
 from wheelmill.db import builders as builder_sql
 from wheelmill.db import feed
 from wheelmill.db import jobs as queue_sql
-from wheelmill.db.tables import Build, BuildStatus, utcnow
+from wheelmill.db.tables import Build, Builder, BuildStatus, utcnow
 from wheelmill.master.context import Master
 from wheelmill.master.metrics import FarmCollector, Refusals
 from wheelmill.status import render, take_snapshot
@@ -39,6 +40,15 @@ class Interrupted(Exception):
 
 def stop_after_first_batch(result: FollowResult) -> None:
     raise Interrupted
+
+
+def online_builder(session: Session, name: str) -> Builder:
+    """A builder with a token that has just been seen: online, as /metrics counts builders."""
+    builder_sql.create_token(session, name)
+    builder = builder_sql.get_builder(session, name)
+    session.flush()
+    builder_sql.touch(session, builder.id)
+    return builder
 
 
 def status_text(master: Master) -> str:
@@ -83,10 +93,7 @@ def test_queue_builds_builders_follower_and_refusals(master: Master) -> None:
     for version in ("1.0", "2.0", "3.0"):
         add_version(master, "demo", version)
     with master.db.write() as session:
-        builder_sql.create_token(session, "b1")
-        builder = builder_sql.get_builder(session, "b1")
-        session.flush()
-        builder_sql.touch(session, builder.id)
+        builder = online_builder(session, "b1")
         claim = queue_sql.claim(session, master.target_ids[X86], builder.id, 60)
         assert claim is not None
         build = session.get_one(Build, claim.build_id)

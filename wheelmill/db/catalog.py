@@ -31,6 +31,14 @@ class SnapshotChanges:
     changed: bool = False
 
 
+def canonical_name(spelling: str) -> str:
+    """PEP 503 normalised form of a PEP 508 project name; anything else is an InvalidName."""
+    try:
+        return canonicalize_name(spelling, validate=True)
+    except PackagingInvalidName as exc:
+        raise InvalidName(f"package name {spelling!r} is not valid (PEP 508)") from exc
+
+
 def canonical_version(spelling: str) -> str:
     """PEP 440 canonical form; ``1.0``, ``1.0.0`` and ``1.0.0.0`` are one version, as on PyPI."""
     try:
@@ -46,10 +54,7 @@ def find_package(session: Session, name: str) -> Package | None:
 
 def ensure_package(session: Session, spelling: str) -> Package:
     """The package for ``spelling``, created if new; other spellings are kept as aliases."""
-    try:
-        canonical = canonicalize_name(spelling, validate=True)
-    except PackagingInvalidName as exc:
-        raise InvalidName(f"package name {spelling!r} is not valid (PEP 508)") from exc
+    canonical = canonical_name(spelling)
     package = find_package(session, canonical)
     if package is None:
         package = Package(name=canonical, display_name=spelling)

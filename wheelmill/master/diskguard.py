@@ -69,15 +69,13 @@ class GuardWatch:
     def __init__(self) -> None:
         self.low = False  # as a home page without a notice shows it
 
-    def check(self, master: Master) -> bool:
-        """Look at the disk; returns whether the guard changed (and the site pages were marked)."""
+    def check(self, master: Master) -> None:
+        """Look at the disk; mark the site pages if the guard tripped or cleared since last time."""
         low = disk_state(master.settings).low
-        if low == self.low:
-            return False
-        self.low = low
-        log.warning("disk guard %s: site pages marked for rewriting", "tripped" if low else "cleared")
-        master.dirty.mark()
-        return True
+        if low != self.low:
+            self.low = low
+            log.warning("disk guard %s: site pages marked for rewriting", "tripped" if low else "cleared")
+            master.dirty.mark()
 
 
 class DiskGuard:

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from packaging.utils import InvalidName as PackagingInvalidName
 from packaging.utils import canonicalize_name
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +18,7 @@ from wheelmill.db import catalog
 from wheelmill.db.engine import Database
 from wheelmill.db.jobs import cancel_open_jobs
 from wheelmill.db.tables import Version, Watch, utcnow
-from wheelmill.errors import InvalidName, UpstreamError
+from wheelmill.errors import UpstreamError
 from wheelmill.planner import plan_versions
 from wheelmill.upstream.client import UpstreamClient
 
@@ -38,10 +37,7 @@ def add_watches(db: Database, names: Sequence[str]) -> list[str]:
     added = []
     with db.write() as session:
         for name in names:
-            try:
-                canonical = canonicalize_name(name, validate=True)
-            except PackagingInvalidName:
-                raise InvalidName(f"package name {name!r} is not valid (PEP 508)") from None
+            canonical = catalog.canonical_name(name)
             if session.get(Watch, canonical) is None:
                 session.add(Watch(name=canonical))
                 added.append(canonical)
