@@ -238,12 +238,17 @@ def _uv_config(job: dict[str, Any], workdir: Path) -> list[str]:
 
 def _build_env(job: dict[str, Any]) -> dict[str, str]:
     """Variables for the build beyond the sandbox's own: pip's indexes, for builds that run pip themselves
-    (setup_requires, a setup.py calling pip), no progress bars in the log, the target's compiler flags."""
+    (setup_requires, a setup.py calling pip), no progress bars in the log, the target's compiler flags.
+
+    uv retries an index 8 times (~75 s of backoff) instead of 3 (~5 s): the farm's index is the
+    master, and a build that resolves its build requirements while the master restarts must ride
+    through it, as the builder itself does, instead of failing for good."""
     env = {
         "PIP_INDEX_URL": job["index_url"],
         "PIP_EXTRA_INDEX_URL": job["extra_index_url"],
         "PIP_NO_CACHE_DIR": "1",
         "UV_NO_PROGRESS": "1",
+        "UV_HTTP_RETRIES": "8",
     }
     if job.get("cflags"):
         env["CFLAGS"] = job["cflags"]
