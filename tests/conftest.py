@@ -1,5 +1,5 @@
 """Shared fixtures: databases (SQLite always, PostgreSQL when WHEELMILL_TEST_DATABASE_URL is set),
-the stand-in upstream, and the build-dependency wheels builds resolve from it."""
+the stand-in upstream, the build-dependency wheels builds resolve from it, and a small disk."""
 
 from __future__ import annotations
 
@@ -100,3 +100,20 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
     errors) rather than whichever later test the collector happens to run in."""
     yield
     gc.collect()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs, filled and freed by the test as an operator's disk would be."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    mounted = subprocess.run(
+        [*sudo, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run([*sudo, "umount", "--lazy", str(mount)], check=True)

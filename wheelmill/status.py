@@ -17,7 +17,7 @@ from rich.text import Text
 from wheelmill.config import Settings
 from wheelmill.db import fleet
 from wheelmill.db.engine import Database
-from wheelmill.master.diskguard import DiskState, disk_state
+from wheelmill.master.disk import DiskState, disk_state
 
 WINDOW = timedelta(hours=24)
 

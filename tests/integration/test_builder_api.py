@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import subprocess
@@ -35,13 +36,21 @@ def wheelmill(config: Path, *args: str) -> str:
 
 @pytest.fixture
 def farm(upstream: StandInUpstream, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    with serving(upstream, tmp_path) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving(upstream: StandInUpstream, tmp_path: Path, settings: str = "") -> Iterator[tuple[str, Path]]:
+    """A ``wheelmill serve`` watching demo (1.0.0-beta, and what else upstream has), with ``settings``
+    added to its config; yields its URL and config file."""
     upstream.add_release("demo", "1.0.0-beta", kind="pure")
     port = free_port()
     config = tmp_path / "farm.toml"
     config.write_text(
         f'data_dir = "{tmp_path / "data"}"\nupstream = "{upstream.simple_url}"\nlisten = "127.0.0.1:{port}"\n'
         f'watch = ["demo"]\nlease_seconds = 6\ntargets = ["cp311-cp311-linux_x86_64"]\n'
-        'base_image_packages = ["zlib1g", "libssl3"]\n'
+        'base_image_packages = ["zlib1g", "libssl3"]\n' + settings
     )
     wheelmill(config, "watch", "add", "demo")
     server = subprocess.Popen(
@@ -51,18 +60,20 @@ def farm(upstream: StandInUpstream, tmp_path: Path) -> Iterator[tuple[str, Path]
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/simple/demo/").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline and server.poll() is None, "serve did not come up"
-        time.sleep(0.2)
-    yield url, config
-    server.terminate()
-    server.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/simple/demo/").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, "serve did not come up"
+            time.sleep(0.2)
+        yield url, config
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture
@@ -210,3 +221,63 @@ def test_a_completion_can_lease_the_next_job(
         answer = other.post(f"/leases/{claimed.json()['lease_id']}/complete", json=failed)
         assert answer.json().get("next") is None  # not asked for: not leased
     assert versions == {"1.0.0-beta", "1.1", "1.2", "1.3"}
+
+
+def test_a_low_disk_withholds_the_next_job_but_records_the_build(
+    more_releases: None,
+    upstream: StandInUpstream,
+    small_disk: Path,
+    tmp_path: Path,
+    client: Callable[[str, str | None], httpx.Client],
+) -> None:
+    settings = f'output_dir = "{small_disk / "www"}"\nmin_free_bytes = {32 * 2**20}\n'
+    ballast = small_disk / "ballast"
+    with serving(upstream, tmp_path, settings) as (url, config):
+        api = client(url, wheelmill(config, "token", "create", "--builder", "b1"))
+        register(api)
+        first = api.post("/jobs/claim").json()
+        ballast.write_bytes(bytes(40 * 2**20))  # leaves under 24 MiB of the 64
+        time.sleep(1.2)  # the master looks at the disk at most once a second
+        failed = {"status": "failed", "duration_s": 0.1, "failure_reason": "compiler_error"}
+        answer = api.post(f"/leases/{first['lease_id']}/complete?claim_next=true", json=failed)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["next"] is None and answer.json()["retry_after"] > 0
+        claim = api.post("/jobs/claim")
+        assert claim.status_code == 204 and claim.headers["retry-after"] == "60"
+
+        ballast.unlink()
+        time.sleep(1.2)
+        claim = api.post("/jobs/claim")  # room again: work again
+        assert claim.status_code == 200
+        assert claim.json()["job_id"] != first["job_id"]  # that build was recorded: its job is done
+
+
+def test_malformed_calls_get_the_apis_usual_errors(
+    more_releases: None, farm: tuple[str, Path], client: Callable[[str, str | None], httpx.Client]
+) -> None:
+    """Claim and complete take a fast path; what it does not handle, the API's routes answer."""
+    url, config = farm
+    api = client(url, wheelmill(config, "token", "create", "--builder", "b1"))
+    register(api)
+    lease = api.post("/jobs/claim").json()["lease_id"]
+    failed = {"status": "failed", "duration_s": 0.1, "failure_reason": "compiler_error"}
+
+    unvalidated = api.post(f"/leases/{lease}/complete", json={**failed, "status": "maybe"})
+    assert unvalidated.status_code == 422
+    assert unvalidated.json()["detail"][0]["loc"] == ["body", "status"]
+    as_json = {"Content-Type": "application/json"}
+    not_json = api.post(f"/leases/{lease}/complete", content=b"{", headers=as_json)
+    assert not_json.status_code == 422
+    bad_log = api.post(f"/leases/{lease}/complete", json={**failed, "log_gzip_base64": "%%%"})
+    assert bad_log.status_code == 422 and bad_log.json()["reason"] == "log"
+    for no_token in (client(url, None), client(url, "not-a-token")):
+        refused = no_token.post(f"/leases/{lease}/complete", json=failed)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert no_token.post("/jobs/claim").status_code == 401
+
+    # An unusual spelling of the flag goes to the route, with the body the fast path already read.
+    answer = api.post(f"/leases/{lease}/complete?claim_next=yes", json=failed)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["next"]["lease_id"] != lease
+    again = api.post(f"/leases/{lease}/complete?claim_next=true", json=failed)
+    assert again.status_code == 409 and again.json()["error"] == "LeaseLost"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,23 +107,6 @@ def test_disk_guard_pauses_claims_and_says_why(upstream_demo: StandInUpstream, t
         assert farm.query("SELECT status FROM jobs") == [("queued",)]
     finally:
         farm.close()
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB tmpfs, filled and freed by the test as an operator's disk would be."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    mounted = subprocess.run(
-        [*sudo, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run([*sudo, "umount", "--lazy", str(mount)], check=True)
 
 
 def test_home_page_notice_comes_and_goes_with_the_disk_guard(

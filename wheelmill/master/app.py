@@ -23,6 +23,7 @@ from wheelmill.errors import (
 )
 from wheelmill.master import admin_api, builder_api, bundle_api, diskguard, metrics
 from wheelmill.master.context import Master
+from wheelmill.master.hot_routes import HotRoutes
 from wheelmill.master.loops import start_loops, stop_loops
 from wheelmill.master.static import make_static_app
 
@@ -55,7 +56,9 @@ def create_app(master: Master, *, run_loops: bool = True) -> FastAPI:
     app.include_router(bundle_api.router)
     app.add_exception_handler(WheelmillError, _domain_error)
     refusals = metrics.install(app, master, _domain_error)
-    app.add_middleware(diskguard.DiskGuard, settings=master.settings, refused=refusals.count)
+    # Added first, so it runs inside the disk guard: a low disk still turns claims away.
+    app.add_middleware(HotRoutes, master=master, handlers=app.exception_handlers)
+    app.add_middleware(diskguard.DiskGuard, low=master.disk.low, refused=refusals.count)
     app.mount("/", make_static_app(master.settings.resolved_output_dir))
     return app
 

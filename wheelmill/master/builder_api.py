@@ -144,17 +144,14 @@ def register(body: Registration, master: MasterDep, caller: CallerDep) -> Regist
 )
 async def claim(master: MasterDep, caller: CallerDep) -> Response:
     """The best open job for the caller's target, with a lease."""
+    return json_answer(claim_answer(master, caller))
+
+
+def claim_answer(master: Master, caller: Caller) -> ClaimedJob | None:
+    """Lease the caller its next job, or None when it has none (or may not build now)."""
     if caller.target is None:
         raise Forbidden("register (POST /api/v1/builders) before claiming")
-    answer = _claim(master, caller)
-    if answer is None:
-        return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
-    return _json(answer)
-
-
-def _claim(master: Master, caller: Caller) -> ClaimedJob | None:
-    """Lease the caller its next job, or None when it has none (or may not build now)."""
-    target_id = _claiming_target(master, caller)
+    target_id = claiming_target(master, caller)
     if target_id is None:
         return None
     with master.db.transaction() as tx:
@@ -163,9 +160,10 @@ def _claim(master: Master, caller: Caller) -> ClaimedJob | None:
     return None if job is None else _claimed_job(master, job)
 
 
-def _claiming_target(master: Master, caller: Caller) -> int | None:
-    """The caller's target's id, if it may claim now (registered, known target, not paused)."""
-    if caller.state is not BuilderState.active:
+def claiming_target(master: Master, caller: Caller) -> int | None:
+    """The caller's target's id, if it may claim now: registered, a known target, not paused,
+    and the master has room for the wheels (the disk guard)."""
+    if caller.state is not BuilderState.active or master.disk.low():
         return None
     return master.target_ids.get(caller.target or "")
 
@@ -261,6 +259,12 @@ async def complete(
     With ``claim_next``, the answer also carries the builder's next job, as ``/jobs/claim``
     would lease it: a busy fleet makes one call per build instead of two.
     """
+    return json_answer(complete_answer(master, caller, lease_id, body, claim_next=claim_next))
+
+
+def complete_answer(
+    master: Master, caller: Caller, lease_id: str, body: Completion, *, claim_next: bool
+) -> Completed:
     try:
         log_gzip = base64.b64decode(body.log_gzip_base64, validate=True)
     except ValueError as exc:  # binascii.Error, and non-ASCII text
@@ -276,18 +280,21 @@ async def complete(
         apt_packages=body.apt_packages,
         remedy=body.remedy,
     )
-    next_target = _claiming_target(master, caller) if claim_next else None
+    next_target = claiming_target(master, caller) if claim_next else None
     done = completion.complete(master, caller.id, lease_id, report, next_target=next_target)
     answer = Completed(build_id=done.build_id)
     if done.next is not None:
         answer.next = _claimed_job(master, done.next)
     elif claim_next:
         answer.retry_after = CLAIM_RETRY_SECONDS
-    return _json(answer)
+    return answer
 
 
-def _json(answer: BaseModel) -> Response:
-    """The answer, serialised once: FastAPI would validate our own model against itself again."""
+def json_answer(answer: BaseModel | None) -> Response:
+    """The answer, serialised once (FastAPI would validate our own model against itself again);
+    None is "no work now": 204, ask again after Retry-After seconds."""
+    if answer is None:
+        return Response(status_code=204, headers={"Retry-After": str(CLAIM_RETRY_SECONDS)})
     return Response(answer.model_dump_json(), media_type="application/json")
 
 

@@ -11,6 +11,7 @@ from wheelmill.config import Settings
 from wheelmill.db import pending
 from wheelmill.db.engine import Database
 from wheelmill.master.auth import TokenCache
+from wheelmill.master.disk import DiskCheck
 from wheelmill.master.uploads import Staging
 from wheelmill.publish.filestore import FileStore
 
@@ -82,6 +83,7 @@ class Master:
     logs: LogStore
     dirty: Dirty
     tokens: TokenCache
+    disk: DiskCheck
 
     @classmethod
     def create(cls, settings: Settings, db: Database, target_ids: dict[str, int]) -> Master:
@@ -95,4 +97,5 @@ class Master:
             logs=LogStore(data / "logs"),
             dirty=Dirty(db),
             tokens=TokenCache(db),
+            disk=DiskCheck(settings),
         )

@@ -3,7 +3,8 @@
 A full disk mid-upload leaves half-written wheels and a database that lists files it could not
 store; refusing early is cheaper. The guard sits in front of the routes as ASGI middleware, so the
 builder protocol's routes stay unaware of it: uploads get 507 with reason ``disk_full`` (builders
-retry with backoff, keeping their lease), claims get 204 (builders wait and ask again). The
+retry with backoff, keeping their lease), claims get 204 (builders wait and ask again). A
+completion is still recorded; the next job it would hand out is withheld (``claiming_target``). The
 home page (``notice``), ``wheelmill status`` and /metrics say why; ``GuardWatch`` has the home
 page rewritten when the guard trips or clears.
 """
@@ -13,39 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wheelmill.config import Settings
 from wheelmill.master.context import Master
+from wheelmill.master.disk import disk_state
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 60
-CHECK_SECONDS = 1.0
 _UPLOAD = re.compile(r"/api/v1/leases/[^/]+/files/[^/]+")
 _CLAIM = "/api/v1/jobs/claim"
-
-
-@dataclass(frozen=True)
-class DiskState:
-    free_bytes: int  # the least free space of the output and data directories
-    min_free_bytes: int
-
-    @property
-    def low(self) -> bool:
-        return self.min_free_bytes > 0 and self.free_bytes < self.min_free_bytes
-
-
-def disk_state(settings: Settings) -> DiskState:
-    """Free space where wheels land (output) and where they are staged and logged (data)."""
-    paths = {settings.resolved_output_dir, settings.data_dir}
-    free = min(shutil.disk_usage(_existing(path)).free for path in paths)
-    return DiskState(free, settings.min_free_bytes)
 
 
 def notice(master: Master) -> str | None:
@@ -81,20 +60,10 @@ class GuardWatch:
 class DiskGuard:
     """ASGI middleware; ``refused(reason)`` is told of each refused upload (metrics count them)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, refused: Callable[[str], None]) -> None:
+    def __init__(self, app: ASGIApp, low: Callable[[], bool], refused: Callable[[str], None]) -> None:
         self.app = app
-        self.settings = settings
+        self.low = low
         self.refused = refused
-        self._low = False
-        self._checked_until = float("-inf")
-
-    def low(self) -> bool:
-        # statvfs and resolving two paths cost more than a claim's SQL: look at most once a second.
-        now = time.monotonic()
-        if now >= self._checked_until:
-            self._low = disk_state(self.settings).low
-            self._checked_until = now + CHECK_SECONDS
-        return self._low
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _guarded(scope) or not self.low():
@@ -129,14 +98,6 @@ async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[byte
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _existing(path: Path) -> Path:
-    """The nearest existing directory: before the first publish the output directory may not exist."""
-    path = path.resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _gib(size: int) -> str:

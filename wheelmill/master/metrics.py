@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 from wheelmill.db import fleet
 from wheelmill.errors import UploadRefused
 from wheelmill.master.context import Master
-from wheelmill.master.diskguard import disk_state
+from wheelmill.master.disk import disk_state
 
 WINDOW = timedelta(hours=1)  # builds figures cover builds finished this long ago or less
 Handler = Callable[[Request, Exception], Awaitable[Response]]
