@@ -114,3 +114,12 @@ def test_publish_all_writes_missing_log_pages_and_all_of_them_on_request(master:
     publishing.publish_all(master, publisher, workers=1, rewrite_logs=True)
     assert "missing-header" in kept.read_text()
     assert not [path for path in www.rglob(".*")]  # no staging directory or temporary file left
+
+
+def test_site_pages_take_at_most_a_tenth_of_the_publishers_time() -> None:
+    schedule = publishing.SiteSchedule()
+    assert schedule.due(0.0)  # never written
+    schedule.written(100.0, 100.5)  # a small farm: half a second
+    assert not schedule.due(114.0) and schedule.due(115.0)
+    schedule.written(200.0, 203.6)  # a million versions: 3.6 s
+    assert not schedule.due(235.0) and schedule.due(236.0)

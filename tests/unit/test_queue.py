@@ -104,6 +104,9 @@ def test_lease_is_fenced_and_reaped(db: Database, targets: dict[str, int]) -> No
     with db.write() as session, pytest.raises(LeaseLost):
         queue_sql.extend_lease(session, job.lease_id, second, 30)  # not its lease
     later = datetime.now(UTC) + timedelta(seconds=31)
+    with db.read() as session:
+        assert not queue_sql.reap_due(session)
+        assert queue_sql.reap_due(session, now=later)
     with db.write() as session:
         assert queue_sql.reap(session, max_attempts=2, now=later) == [job.job_id]
     with db.write() as session, pytest.raises(LeaseLost):
@@ -173,6 +176,9 @@ def test_a_failed_build_is_recorded_as_the_orm_reads_it(db: Database, targets: d
         assert build.environment == {"python": "3.11.7", "pip": ["24.0"]}
         assert (row.status, row.lease_id, row.not_before is not None) == (JobStatus.waiting, None, True)
     # The reaper wakes it at the time the completion stored, not before.
+    with db.read() as session:
+        assert not queue_sql.reap_due(session, now=retry_at - timedelta(seconds=1))
+        assert queue_sql.reap_due(session, now=retry_at + timedelta(seconds=1))
     with db.write() as session:
         queue_sql.reap(session, max_attempts=3, now=retry_at - timedelta(seconds=1))
         assert session.get_one(Job, job.job_id).status is JobStatus.waiting

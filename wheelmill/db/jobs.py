@@ -350,6 +350,18 @@ def cover_other_targets(session: Session, version_id: int, target_ids: Sequence[
     return result.rowcount
 
 
+def reap_due(session: Session, now: datetime | None = None) -> bool:
+    """Whether :func:`reap` has anything to do: a lease expired, or a waiting job's time came.
+
+    Two indexed reads, so the reaper takes the write lock (on SQLite, the whole database's, for a
+    few milliseconds of ORM work) only when it has work, not every pass while builders wait on it.
+    """
+    now = now or utcnow()
+    expired = select(Job.id).where(Job.status == JobStatus.leased, Job.lease_expires < now).limit(1)
+    woken = select(Job.id).where(Job.status == JobStatus.waiting, Job.not_before <= now).limit(1)
+    return session.scalar(expired) is not None or session.scalar(woken) is not None
+
+
 def reap(session: Session, max_attempts: int, now: datetime | None = None) -> list[int]:
     """Return expired leases to the queue (or fail them after ``max_attempts``), and wake waiting jobs."""
     now = now or utcnow()

@@ -88,6 +88,9 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
         master.dirty.wakeup.set()
 
     def reap() -> None:
+        with master.db.read() as session:
+            if not queue_sql.reap_due(session):
+                return
         with master.db.write() as session:
             lost = queue_sql.reap(session, settings.max_attempts)
         if lost:
