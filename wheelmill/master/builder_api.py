@@ -40,9 +40,17 @@ async def get_master(request: Request) -> Master:
 async def get_caller(
     master: Annotated[Master, Depends(get_master)], authorization: Annotated[str | None, Header()] = None
 ) -> Caller:
-    if not authorization or not authorization.startswith("Bearer "):
+    token = bearer_token(authorization)
+    if token is None:
         raise AuthError("send the builder token as 'Authorization: Bearer TOKEN'")
-    return master.tokens.caller(authorization.removeprefix("Bearer ").strip())
+    return master.tokens.caller(token)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header; None for any other header or none."""
+    if not authorization or not authorization.startswith("Bearer "):
+        return None
+    return authorization.removeprefix("Bearer ").strip()
 
 
 MasterDep = Annotated[Master, Depends(get_master)]

@@ -24,7 +24,7 @@ from wheelmill.master.disk import disk_state
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 60
 _UPLOAD = re.compile(r"/api/v1/leases/[^/]+/files/[^/]+")
-_CLAIM = "/api/v1/jobs/claim"
+CLAIM_PATH = "/api/v1/jobs/claim"
 
 
 def notice(master: Master) -> str | None:
@@ -91,7 +91,9 @@ class DiskGuard:
 
 def _guarded(scope: Scope) -> bool:
     path, method = scope["path"], scope["method"]
-    return (method == "POST" and path == _CLAIM) or (method == "PUT" and _UPLOAD.fullmatch(path) is not None)
+    if method == "POST":
+        return path == CLAIM_PATH
+    return method == "PUT" and _UPLOAD.fullmatch(path) is not None
 
 
 async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -22,11 +22,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wheelmill.master import builder_api
-from wheelmill.master.auth import Caller
 from wheelmill.master.context import Master
+from wheelmill.master.diskguard import CLAIM_PATH
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
-_CLAIM = "/api/v1/jobs/claim"
 _COMPLETE = re.compile(r"/api/v1/leases/([^/]+)/complete")
 _CLAIM_NEXT = {b"": False, b"claim_next=true": True, b"claim_next=false": False}
 
@@ -43,7 +42,7 @@ class HotRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
-            if path == _CLAIM:
+            if path == CLAIM_PATH:
                 await self._claim(scope, receive, send)
                 return
             if (match := _COMPLETE.fullmatch(path)) and scope["query_string"] in _CLAIM_NEXT:
@@ -57,7 +56,8 @@ class HotRoutes:
             await self.app(scope, receive, send)
             return
         try:
-            response = builder_api.json_answer(builder_api.claim_answer(self.master, self._caller(token)))
+            caller = self.master.tokens.caller(token)
+            response = builder_api.json_answer(builder_api.claim_answer(self.master, caller))
         except Exception as exc:
             response = await self._error(scope, receive, exc)
         await response(scope, receive, send)
@@ -74,16 +74,13 @@ class HotRoutes:
             return
         claim_next = _CLAIM_NEXT[scope["query_string"]]
         try:
-            caller = self._caller(token)
+            caller = self.master.tokens.caller(token)
             response = builder_api.json_answer(
                 builder_api.complete_answer(self.master, caller, lease_id, completion, claim_next=claim_next)
             )
         except Exception as exc:
             response = await self._error(scope, receive, exc)
         await response(scope, receive, send)
-
-    def _caller(self, token: str) -> Caller:
-        return self.master.tokens.caller(token)
 
     async def _error(self, scope: Scope, receive: Receive, exc: Exception) -> Response:
         """The answer the app's handler for ``exc`` gives; an exception nobody handles propagates."""
@@ -97,8 +94,7 @@ class HotRoutes:
 def _bearer_token(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            text = value.decode("latin-1")
-            return text.removeprefix("Bearer ").strip() if text.startswith("Bearer ") else None
+            return builder_api.bearer_token(value.decode("latin-1"))
     return None
 
 
