@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from wheelmill.config import Settings
 from wheelmill.db import catalog
 from wheelmill.db.tables import Build, Builder, BuildStatus, Job, JobStatus
 from wheelmill.master import publishing
 from wheelmill.master.context import Master
+from wheelmill.master.site_totals import BuildTally
 from wheelmill.publish.publisher import Publisher
 from wheelmill.runner import open_master
 
@@ -123,3 +127,56 @@ def test_site_pages_take_at_most_a_tenth_of_the_publishers_time() -> None:
     assert not schedule.due(114.0) and schedule.due(115.0)
     schedule.written(200.0, 203.6)  # a million versions: 3.6 s
     assert not schedule.due(235.0) and schedule.due(236.0)
+
+
+def search_rows(master: Master) -> dict[str, int]:
+    """Versions per project, as the published search index lists them."""
+    data = json.loads((master.settings.resolved_output_dir / "search/index.json").read_text())
+    return {name: versions for name, _, versions, _ in data["projects"]}
+
+
+def test_the_site_pages_follow_each_pass_without_recounting_the_farm(master: Master) -> None:
+    publisher = publishing.make_publisher(master)
+    schedule = publishing.SiteSchedule(interval=0, share=math.inf)  # due on every pass
+    www = master.settings.resolved_output_dir
+    add_packages(master, "alpha", "beta")
+    master.dirty.mark(project="alpha")
+    master.dirty.mark(project="beta")
+    publishing.publish_dirty(master, publisher, schedule)
+    assert search_rows(master) == {"alpha": 1, "beta": 1}
+
+    with master.db.write() as session:  # a release of alpha and a new project land
+        catalog.ensure_version(session, catalog.ensure_package(session, "alpha"), "2.0")
+        catalog.ensure_version(session, catalog.ensure_package(session, "gamma"), "0.1")
+        catalog.mark_package_removed(session, "beta")
+    for name in ("alpha", "beta", "gamma"):
+        master.dirty.mark(project=name)
+    publishing.publish_dirty(master, publisher, schedule)
+    assert search_rows(master) == {"alpha": 2, "gamma": 1}
+    root = (www / "simple/index.html").read_text()
+    assert "gamma/" in root and "beta/" not in root
+    home = (www / "index.html").read_text()
+    assert "2</span> packages" in home and "3</span> versions" in home
+
+
+def test_builds_are_counted_once_and_late_finishes_are_not_lost(master: Master) -> None:
+    add_finished_builds(master, 3)
+    tally = BuildTally()
+    later = datetime.now(UTC) + timedelta(hours=1)
+    with master.db.read() as session:
+        assert tally.read(session, later) == {"failed": 3}
+    with master.db.write() as session:
+        job_id = session.scalars(select(Build.job_id)).first()
+        # One finished just before that pass and committed after it; one is still running.
+        session.add(
+            Build(
+                job_id=job_id,
+                lease_id="late",
+                status=BuildStatus.success,
+                finished_at=later - timedelta(minutes=1),
+            )
+        )
+        session.add(Build(job_id=job_id, lease_id="running", status=BuildStatus.running))
+    with master.db.read() as session:
+        assert tally.read(session, later) == {"failed": 3, "success": 1, "running": 1}
+        assert tally.read(session, later + timedelta(hours=1)) == {"failed": 3, "success": 1, "running": 1}

@@ -8,8 +8,8 @@ millions.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Date,
     Executable,
     Row,
+    Select,
     bindparam,
     case,
     func,
@@ -379,20 +380,21 @@ def last_serial(session: Session) -> int:
     return session.scalar(select(func.coalesce(func.max(Package.last_serial), 0))) or 0
 
 
-def site_summary(session: Session, disk_used_bytes: int, disk_free_bytes: int | None) -> SiteSummary:
-    outcome = session.execute(
-        select(
-            func.count(Build.id),
-            func.sum(case((Build.status == BuildStatus.success, 1), else_=0)),
-            func.sum(case((Build.status == BuildStatus.failed, 1), else_=0)),
-        )
-    ).one()
-    total, succeeded, failed = outcome[0], outcome[1] or 0, outcome[2] or 0
+def site_summary(
+    session: Session,
+    published: Sequence[SearchEntry],
+    builds: Mapping[str, int],
+    disk_used_bytes: int,
+    disk_free_bytes: int | None,
+) -> SiteSummary:
+    """The home page's figures. The totals over every project and build come in already counted
+    (``published``, ``builds`` by status): counting them here would cost seconds at a big farm."""
+    succeeded, failed = builds.get(BuildStatus.success, 0), builds.get(BuildStatus.failed, 0)
     return SiteSummary(
-        packages=session.scalar(select(func.count(Package.id)).where(Package.removed.is_(False))) or 0,
-        versions=session.scalar(select(func.count(Version.id)).where(Version.removed.is_(False))) or 0,
-        wheels=session.scalar(select(func.count(File.id))) or 0,
-        builds=total,
+        packages=len(published),
+        versions=sum(entry.versions for entry in published),
+        wheels=sum(entry.wheels for entry in published),
+        builds=sum(builds.values()),
         success_rate=(succeeded / (succeeded + failed)) if succeeded + failed else None,
         queue_by_target=queue_depth(session),
         builders_online=session.scalar(
@@ -403,6 +405,24 @@ def site_summary(session: Session, disk_used_bytes: int, disk_free_bytes: int | 
         disk_free_bytes=disk_free_bytes,
         recent_builds=recent_builds(session),
     )
+
+
+def finished_builds_by_status(
+    session: Session, since: datetime | None = None, until: datetime | None = None
+) -> Counter[str]:
+    """Builds that finished in [since, until), by status: a range of ``ix_builds_finished_at``."""
+    query = select(Build.status, func.count()).where(Build.finished_at.is_not(None)).group_by(Build.status)
+    if since is not None:
+        query = query.where(Build.finished_at >= since)
+    if until is not None:
+        query = query.where(Build.finished_at < until)
+    return Counter({str(status): count for status, count in session.execute(query)})
+
+
+def unfinished_builds_by_status(session: Session) -> Counter[str]:
+    """Running builds, and aborted ones (an abort stamps no finish), by status."""
+    query = select(Build.status, func.count()).where(Build.finished_at.is_(None)).group_by(Build.status)
+    return Counter({str(status): count for status, count in session.execute(query)})
 
 
 def recent_builds(session: Session, limit: int = 20) -> tuple[RecentBuild, ...]:
@@ -554,11 +574,23 @@ def builder_rows(session: Session) -> tuple[BuilderRow, ...]:
     )
 
 
-def search_entries(session: Session) -> Iterator[SearchEntry]:
+def search_entries(session: Session, names: Collection[str] | None = None) -> list[SearchEntry]:
+    """The search rows of every published project, or of those of ``names`` still published."""
+    if names is None:
+        return _search_entries(session, select(Package.id))
+    found: list[SearchEntry] = []
+    ordered = sorted(names)
+    for start in range(0, len(ordered), 1000):  # under every database's limit on parameters
+        chunk = ordered[start : start + 1000]
+        found += _search_entries(session, select(Package.id).where(Package.name.in_(chunk)))
+    return found
+
+
+def _search_entries(session: Session, packages: Select[tuple[int]]) -> list[SearchEntry]:
     versions = dict(
         session.execute(
             select(Version.package_id, func.count(Version.id))
-            .where(Version.removed.is_(False))
+            .where(Version.removed.is_(False), Version.package_id.in_(packages))
             .group_by(Version.package_id)
         ).all()
     )
@@ -566,14 +598,21 @@ def search_entries(session: Session) -> Iterator[SearchEntry]:
         session.execute(
             select(Version.package_id, func.count(File.id))
             .join(File, File.version_id == Version.id)
+            .where(Version.package_id.in_(packages))
             .group_by(Version.package_id)
         ).all()
     )
-    query = select(Package.id, Package.name, Package.summary).where(*_PUBLISHED).order_by(Package.name)
-    for row in session.execute(query):
-        yield SearchEntry(
+    query = (
+        select(Package.id, Package.name, Package.summary)
+        .where(*_PUBLISHED, Package.id.in_(packages))
+        .order_by(Package.name)
+    )
+    return [
+        SearchEntry(
             name=row.name, summary=row.summary, versions=versions.get(row.id, 0), wheels=wheels.get(row.id, 0)
         )
+        for row in session.execute(query)
+    ]
 
 
 def finished_builds(session: Session) -> list[int]:
