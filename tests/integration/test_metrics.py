@@ -62,8 +62,19 @@ def test_metrics_follow_a_build_from_queue_to_histogram(farm: Farm) -> None:
     )
     assert (answer.status_code, answer.json()["reason"]) == (422, "filename")
     httpx.post(f"{farm.url}/api/v1/leases/{lease}/release", headers=auth).raise_for_status()
+    # A wheel for a lease the builder no longer holds is refused and counted; a late completion
+    # is refused too, but it is not an upload.
+    late = httpx.put(
+        f"{farm.url}/api/v1/leases/{lease}/files/demo-1.0-py3-none-any.whl",
+        headers={**auth, "X-Sha256": "0" * 64},
+        content=b"x",
+    )
+    failed = {"status": "failed", "duration_s": 1.0, "failure_reason": "compiler_error"}
+    completion = httpx.post(f"{farm.url}/api/v1/leases/{lease}/complete", json=failed, headers=auth)
+    assert (late.status_code, completion.status_code) == (409, 409)
     metrics = httpx.get(farm.url + "/metrics").text
     assert sample(metrics, 'wheelmill_uploads_refused_total{reason="filename"}') == 1
+    assert sample(metrics, 'wheelmill_uploads_refused_total{reason="lease_lost"}') == 1
 
     builder = farm.builder("b1")
     wait_until(

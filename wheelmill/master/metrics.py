@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from wheelmill.db import fleet
-from wheelmill.errors import UploadRefused
+from wheelmill.errors import LeaseLost, UploadRefused
 from wheelmill.master.context import Master
 from wheelmill.master.disk import disk_state
 
@@ -148,6 +148,12 @@ def install(app: FastAPI, master: Master, domain_error: Handler) -> Refusals:
         refusals.count(exc.reason if isinstance(exc, UploadRefused) else "invalid")
         return await domain_error(request, exc)
 
+    async def count_late_upload(request: Request, exc: Exception) -> Response:
+        if request.method == "PUT":  # a wheel for a lease that expired or was replaced
+            refusals.count("lease_lost")
+        return await domain_error(request, exc)
+
     app.add_exception_handler(UploadRefused, count_refusal)
+    app.add_exception_handler(LeaseLost, count_late_upload)
     app.include_router(router)
     return refusals
