@@ -67,6 +67,7 @@ class Case:
     debian_package: str | None = None
     python_module: str | None = None
     time_limit: int = 300
+    index_url: str | None = None  # where uv fetches build requirements, if not the stand-in upstream
 
 
 CASES = (
@@ -99,6 +100,15 @@ CASES = (
         "version-mismatch",
         "version_mismatch",
         "expected '1.0', built '0.0.0'",
+    ),
+    # The index is down while the builder fetches setuptools: a transient failure, retried later.
+    Case(
+        "standin-index-unreachable",
+        "stand-in",
+        "pure",
+        "download_failed",
+        "could not fetch http://127.0.0.1:9/simple/setuptools/",
+        index_url="http://127.0.0.1:9/simple/",
     ),
     Case("standin-endless-loop", "stand-in", "endless-loop", "timeout", time_limit=5),
     Case("standin-huge-allocation", "stand-in", "huge-allocation", "out_of_memory"),
@@ -206,7 +216,7 @@ def stand_in_job(case: Case, upstream: StandInUpstream, scratch: Path) -> dict[s
         assert sdist is not None
     file = {"url": upstream.url + sdist.path, "filename": sdist.filename}
     file |= {"sha256": sdist.sha256, "size": sdist.size}
-    return job_for(case, sdist.project, file, upstream.simple_url)
+    return job_for(case, sdist.project, file, case.index_url or upstream.simple_url)
 
 
 def pypi_job(case: Case) -> dict[str, Any]:

@@ -22,6 +22,7 @@ class FailureReason(StrEnum):
     MISSING_SYSTEM_LIBRARY = "missing_system_library"
     UNDECLARED_BUILD_DEPENDENCY = "undeclared_build_dependency"
     NEEDS_NETWORK = "needs_network"
+    DOWNLOAD_FAILED = "download_failed"  # transient: the builder could not fetch what the build needs
     TIMEOUT = "timeout"
     OUT_OF_MEMORY = "out_of_memory"
     COMPILER_ERROR = "compiler_error"
@@ -228,6 +229,10 @@ _NETWORK_SIGNS = (
     "transport 'ssh' not allowed",
 )
 _NETWORK = re.compile(f"^.*(?:{'|'.join(map(re.escape, _NETWORK_SIGNS))}).*$", _M)
+# uv, after its own retries, could not reach the index for the build's requirements: the index or
+# the builder's network failed, not the project. Its cause chain names a network error too, so
+# this is told apart first; the build is worth another try later.
+_INDEX_UNREACHABLE = re.compile(r"^\s*cause: Failed to fetch: `?([^`\s]+)`?\s*$", _M)
 _NO_SOURCE = (
     # uv on an sdist that is not one: an archive it cannot unpack, or nothing in it to build.
     re.compile(
@@ -358,6 +363,11 @@ def _removed_setuptools_api(log: str) -> Diagnosis | None:
     return None
 
 
+def _index_unreachable(log: str) -> Diagnosis | None:
+    found = _INDEX_UNREACHABLE.search(log)
+    return Diagnosis(FailureReason.DOWNLOAD_FAILED, f"could not fetch {found[1]}") if found else None
+
+
 def _needs_network(log: str) -> Diagnosis | None:
     return _found(FailureReason.NEEDS_NETWORK, _NETWORK.search(log))
 
@@ -380,6 +390,7 @@ _RULES: tuple[Callable[[str], Diagnosis | None], ...] = (
     _missing_system_library,
     _removed_setuptools_api,
     _undeclared_build_dependency,
+    _index_unreachable,
     _needs_network,
     _no_source,
     _compiler_error,

@@ -135,7 +135,7 @@ def build(
             False,
             time.monotonic() - started,
             log=str(exc).encode(),
-            failure_reason="download_failed",
+            failure_reason=str(FailureReason.DOWNLOAD_FAILED),
             failure_detail=str(exc),
         )
     try:
