@@ -17,11 +17,14 @@ def test_published_marks_go_and_marks_made_meanwhile_stay(db: Database) -> None:
     taken = take(db)
     assert len(taken.projects) == 600 and taken.logs == {1, 2} and taken.site
     with db.write() as session:  # p7 changes again while its page is being written
-        pending.mark(session, projects=["p7"], site=False)
+        pending.mark(session, projects=["p7"])
     with db.transaction() as tx:
         pending.done(tx, taken.marks)
     left = take(db)
-    assert left.projects == {"p7"} and not left.logs and not left.site
+    assert left.projects == {"p7"} and not left.logs and left.site  # p7 shows on the site pages too
     with db.transaction() as tx:
         pending.done(tx, left.marks)
-    assert not take(db).marks
+    assert not take(db).marks and not take(db).site
+    with db.write() as session:  # a change only the site pages show, such as a lost lease
+        pending.mark(session)
+    assert take(db).site and not take(db).projects

@@ -36,25 +36,23 @@ def _upsert(insert):  # type: ignore[no-untyped-def]
 _UPSERT = {True: _upsert(sqlite_insert), False: _upsert(pg_insert)}
 
 
-def mark(
-    session: Session, *, projects: Iterable[str] = (), logs: Iterable[int] = (), site: bool = True
-) -> None:
+def mark(session: Session, *, projects: Iterable[str] = (), logs: Iterable[int] = ()) -> None:
+    """Mark pages out of date; with no project or log, the site pages alone (any mark implies them)."""
     rows = [{"kind": "project", "key": name} for name in projects]
     rows += [{"kind": "log", "key": str(build_id)} for build_id in logs]
-    if site:
-        rows.append({"kind": "site", "key": ""})
-    if not rows:
-        return
+    rows = rows or [{"kind": "site", "key": ""}]
     now = utcnow()
     conn = session.connection()
     conn.execute(_UPSERT[conn.dialect.name == "sqlite"], [{**row, "marked_at": now} for row in rows])
 
 
 # A finished build changes its project's pages, its log page and the site pages: one statement on
-# the completion hot path (wheelmill.db.jobs), outside any Session.
+# the completion hot path (wheelmill.db.jobs), outside any Session. The site pages need no row of
+# their own (any mark implies them): one row every completion rewrote made concurrent completions
+# queue on its lock on PostgreSQL, and cost SQLite a page of WAL each.
 _MARK_BUILD = Statement(
     "INSERT INTO pending_pages (kind, key, marked_at) "
-    "VALUES ('project', :package, :now), ('log', :build, :now), ('site', '', :now) "
+    "VALUES ('project', :package, :now), ('log', :build, :now) "
     "ON CONFLICT (kind, key) DO UPDATE SET marked_at = excluded.marked_at"
 )
 
@@ -72,7 +70,7 @@ def take(session: Session, limit: int = 1000) -> Pending:
     return Pending(
         projects=frozenset(key for kind, key, _ in rows if kind == "project"),
         logs=frozenset(int(key) for kind, key, _ in rows if kind == "log"),
-        site=any(kind == "site" for kind, _, _ in rows),
+        site=bool(rows),  # every page a mark names shows on the site pages too
         marks=tuple((kind, key, marked) for kind, key, marked in rows),
     )
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wheelmill.config import Settings
-from wheelmill.db import views
+from wheelmill.db import pending, views
 from wheelmill.db.engine import Database
 from wheelmill.db.tables import utcnow
 from wheelmill.master import diskguard
@@ -184,7 +184,10 @@ def publish_dirty(master: Master, publisher: Publisher, schedule: SiteSchedule |
         site_started = time.monotonic()
         publish_site(master, publisher, schedule)
         schedule.written(site_started, time.monotonic())
-    elif taken.site:  # not yet due: its mark stays for a later pass
+    elif taken.site:  # not yet due: a site mark stays for a later pass
+        if not any(kind == "site" for kind, _, _ in taken.marks):
+            with master.db.write() as session:  # implied by this pass's marks, it must outlive them
+                pending.mark(session)
         taken = dataclasses.replace(taken, marks=tuple(m for m in taken.marks if m[0] != "site"))
     master.dirty.done(taken)
     if taken.projects or taken.logs:
