@@ -17,7 +17,7 @@ from wheelmill.db import catalog
 from wheelmill.db.tables import Build, Builder, BuildStatus, Job, JobStatus
 from wheelmill.master import publishing
 from wheelmill.master.context import Master
-from wheelmill.master.site_totals import BuildTally
+from wheelmill.master.site_totals import RENEW_SECONDS, BuildTally
 from wheelmill.publish.publisher import Publisher
 from wheelmill.runner import open_master
 
@@ -180,3 +180,16 @@ def test_builds_are_counted_once_and_late_finishes_are_not_lost(master: Master) 
     with master.db.read() as session:
         assert tally.read(session, later) == {"failed": 3, "success": 1, "running": 1}
         assert tally.read(session, later + timedelta(hours=1)) == {"failed": 3, "success": 1, "running": 1}
+
+
+def test_the_site_totals_are_read_whole_again_every_hour(master: Master) -> None:
+    publisher = publishing.make_publisher(master)
+    schedule = publishing.SiteSchedule()
+    add_packages(master, "alpha")
+    publishing.publish_site(master, publisher, schedule)
+    add_packages(master, "beta")  # unmarked here, as if another master had published it
+    publishing.publish_site(master, publisher, schedule)
+    assert search_rows(master) == {"alpha": 1}
+    schedule.totals.started -= RENEW_SECONDS
+    publishing.publish_site(master, publisher, schedule)
+    assert search_rows(master) == {"alpha": 1, "beta": 1}

@@ -133,6 +133,8 @@ def publish_site(master: Master, publisher: Publisher, schedule: SiteSchedule | 
     """Read and write the site-wide pages; with the publisher loop's ``schedule``, reading and
     writing only what changed since its last pass."""
     schedule = schedule or SiteSchedule()
+    if schedule.totals.due_for_renewal():
+        schedule.totals = SiteTotals()
     site = read_site(master, schedule.totals)
     write_site(master, publisher, site, schedule.site)
     schedule.site = site

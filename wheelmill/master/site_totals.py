@@ -3,11 +3,14 @@
 The search index, the root index and the home page's figures cover every project and every
 build. Counted afresh, they cost seconds of queries at a big farm (3 s of CPU at 100,000
 projects and a million versions) and grow with it. Kept here, a pass re-reads only the projects
-marked since the last one and the builds that finished since, so it costs what changed.
+marked since the last one and the builds that finished since, so it costs what changed. They
+are read whole again every ``RENEW_SECONDS``: a change no mark told this process of (a master
+that ran the publisher meanwhile, a row edited by hand) is then out of date for an hour at most.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from wheelmill.publish.model import SearchEntry
 # process served it. Builds that finished this recently are counted afresh on every pass, so one
 # committed late, or stamped by a clock a little behind, is never missed for good.
 SETTLE = timedelta(minutes=2)
+RENEW_SECONDS = 3600.0
 
 
 @dataclass
@@ -73,3 +77,7 @@ class SiteTotals:
 
     projects: ProjectRows = field(default_factory=ProjectRows)
     builds: BuildTally = field(default_factory=BuildTally)
+    started: float = field(default_factory=time.monotonic)
+
+    def due_for_renewal(self) -> bool:
+        return time.monotonic() - self.started >= RENEW_SECONDS
