@@ -20,7 +20,6 @@ from sqlalchemy import (
     Date,
     Executable,
     Row,
-    Select,
     bindparam,
     case,
     func,
@@ -577,20 +576,22 @@ def builder_rows(session: Session) -> tuple[BuilderRow, ...]:
 def search_entries(session: Session, names: Collection[str] | None = None) -> list[SearchEntry]:
     """The search rows of every published project, or of those of ``names`` still published."""
     if names is None:
-        return _search_entries(session, select(Package.id))
+        return _search_entries(session, None)
     found: list[SearchEntry] = []
     ordered = sorted(names)
     for start in range(0, len(ordered), 1000):  # under every database's limit on parameters
-        chunk = ordered[start : start + 1000]
-        found += _search_entries(session, select(Package.id).where(Package.name.in_(chunk)))
+        found += _search_entries(session, ordered[start : start + 1000])
     return found
 
 
-def _search_entries(session: Session, packages: Select[tuple[int]]) -> list[SearchEntry]:
+def _search_entries(session: Session, named: Sequence[str] | None) -> list[SearchEntry]:
+    """Search rows of the published projects ``named``; of all of them for None, unfiltered."""
+    of_named = [] if named is None else [Package.name.in_(named)]
+    versions_of_named = [] if named is None else [Version.package_id.in_(select(Package.id).where(*of_named))]
     versions = dict(
         session.execute(
             select(Version.package_id, func.count(Version.id))
-            .where(Version.removed.is_(False), Version.package_id.in_(packages))
+            .where(Version.removed.is_(False), *versions_of_named)
             .group_by(Version.package_id)
         ).all()
     )
@@ -598,20 +599,16 @@ def _search_entries(session: Session, packages: Select[tuple[int]]) -> list[Sear
         session.execute(
             select(Version.package_id, func.count(File.id))
             .join(File, File.version_id == Version.id)
-            .where(Version.package_id.in_(packages))
+            .where(*versions_of_named)
             .group_by(Version.package_id)
         ).all()
     )
-    query = (
-        select(Package.id, Package.name, Package.summary)
-        .where(*_PUBLISHED, Package.id.in_(packages))
-        .order_by(Package.name)
-    )
+    published = select(Package.id, Package.name, Package.summary).where(*_PUBLISHED, *of_named)
     return [
         SearchEntry(
             name=row.name, summary=row.summary, versions=versions.get(row.id, 0), wheels=wheels.get(row.id, 0)
         )
-        for row in session.execute(query)
+        for row in session.execute(published.order_by(Package.name))
     ]
 
 
