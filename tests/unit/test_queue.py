@@ -12,7 +12,7 @@ from wheelmill.db import builders as builder_sql
 from wheelmill.db import catalog
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db.engine import Database
-from wheelmill.db.tables import Build, Builder, BuildStatus, Job, JobStatus, Source
+from wheelmill.db.tables import Build, Builder, BuilderState, BuildStatus, Job, JobStatus, Source
 from wheelmill.errors import LeaseLost
 from wheelmill.planner import plan_versions
 from wheelmill.targets import Target
@@ -186,3 +186,15 @@ def test_a_failed_build_is_recorded_as_the_orm_reads_it(db: Database, targets: d
         assert session.get_one(Job, job.job_id).status is JobStatus.queued
     with pytest.raises(LeaseLost), db.transaction() as tx:
         queue_sql.lease(tx, job.lease_id, builder)  # the lease ended with the build
+
+
+def test_a_paused_or_killed_builder_is_handed_nothing(db: Database, targets: dict[str, int]) -> None:
+    add_version(db, "demo", "1.0", 1, targets)
+    builder = make_builder(db, "pi")
+    for state in (BuilderState.paused, BuilderState.killed):
+        with db.write() as session:  # an admin, in another process: no cache of this master knows yet
+            session.get_one(Builder, builder).state = state
+        assert claim(db, targets[str(X86)], builder) is None
+    with db.write() as session:
+        session.get_one(Builder, builder).state = BuilderState.active
+    assert claim(db, targets[str(X86)], builder) is not None

@@ -94,14 +94,16 @@ def cancel_open_jobs(session: Session, version_ids: Sequence[int], reason: str) 
 
 # The literal 'queued' (not a parameter) lets SQLite and PostgreSQL's generic plans prove the
 # query matches the partial claim index ``WHERE status = 'queued'``; the subquery reads that
-# index in order and stops at its first row.
+# index in order and stops at its first row. The builder's state is read here, in the claim,
+# not from the API's token cache: a builder an admin paused or killed a moment ago (its build
+# aborted at its last heartbeat) must not be handed that job straight back.
 _CLAIM_SQL = """
 UPDATE jobs SET status = 'leased', lease_id = :lease, lease_expires = :expires, builder_id = :builder,
     attempts = attempts + 1, updated_at = :now
 WHERE id = (
     SELECT id FROM jobs WHERE target_id = :target AND status = 'queued'
     ORDER BY priority DESC, released_at DESC, id LIMIT 1 {lock}
-)
+) AND EXISTS (SELECT 1 FROM builders WHERE id = :builder AND state = 'active')
 RETURNING id, version_id, remedy
 """
 _CLAIM = Statement(_CLAIM_SQL.format(lock=""))
