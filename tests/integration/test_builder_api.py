@@ -270,6 +270,13 @@ def test_malformed_calls_get_the_apis_usual_errors(
     assert not_json.status_code == 422
     bad_log = api.post(f"/leases/{lease}/complete", json={**failed, "log_gzip_base64": "%%%"})
     assert bad_log.status_code == 422 and bad_log.json()["reason"] == "log"
+    # What the database cannot store is refused as invalid: 64-bit integers, no NUL in text (PostgreSQL).
+    for heartbeat in ({"disk_free_bytes": 2**64}, {"phase": "x\x00"}):
+        assert api.post(f"/leases/{lease}/heartbeat", json=heartbeat).status_code == 422
+    unreal = b'{"load": 1e999}'
+    assert api.post(f"/leases/{lease}/heartbeat", content=unreal, headers=as_json).status_code == 422
+    too_big = api.post("/builders", json={"target": "cp311-cp311-linux_x86_64", "memory_bytes": 10**30})
+    assert too_big.status_code == 422
     for no_token in (client(url, None), client(url, "not-a-token")):
         refused = no_token.post(f"/leases/{lease}/complete", json=failed)
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"

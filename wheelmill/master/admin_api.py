@@ -24,6 +24,7 @@ from wheelmill.db import builders as builder_sql
 from wheelmill.db.tables import BuilderState
 from wheelmill.errors import AuthError, Forbidden, UploadRefused
 from wheelmill.master.builder_api import MasterDep
+from wheelmill.master.fields import PlainText
 from wheelmill.wheels import check_filename
 
 router = APIRouter(prefix="/api/v1/admin")
@@ -114,10 +115,12 @@ def revoke_token(name: str, master: MasterDep, _: Admin) -> None:
 class Action(BaseModel):
     """One admin action on a package, or one of its versions."""
 
-    package: str = Field(min_length=1, max_length=200)
-    version: str | None = Field(default=None, max_length=100)
-    target: str | None = Field(default=None, max_length=100, description="skip, unskip, rebuild: one target")
-    reason: str | None = Field(default=None, max_length=2000, description="required by skip and remove")
+    package: PlainText = Field(min_length=1, max_length=200)
+    version: PlainText | None = Field(default=None, max_length=100)
+    target: PlainText | None = Field(
+        default=None, max_length=100, description="skip, unskip, rebuild: one target"
+    )
+    reason: PlainText | None = Field(default=None, max_length=2000, description="required by skip and remove")
 
     @property
     def spec(self) -> str:

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from wheelmill import __version__
@@ -55,6 +57,7 @@ def create_app(master: Master, *, run_loops: bool = True) -> FastAPI:
     app.include_router(admin_api.router)
     app.include_router(bundle_api.router)
     app.add_exception_handler(WheelmillError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     refusals = metrics.install(app, master, _domain_error)
     # Added first, so it runs inside the disk guard: a low disk still turns claims away.
     app.add_middleware(HotRoutes, master=master, handlers=app.exception_handlers)
@@ -73,3 +76,14 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         body["reason"] = exc.reason
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, except that an input JSON cannot hold (``1e999`` parses as infinity) is left
+    out of the answer instead of failing it with a 500."""
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors())
+    try:
+        return JSONResponse({"detail": errors}, status_code=422)
+    except ValueError:
+        return JSONResponse({"detail": [{k: v for k, v in e.items() if k != "input"} for e in errors]}, 422)

@@ -26,6 +26,7 @@ from wheelmill.errors import AuthError, Forbidden, UploadRefused
 from wheelmill.master import completion
 from wheelmill.master.auth import Caller
 from wheelmill.master.context import Master
+from wheelmill.master.fields import ByteCount, PlainText
 from wheelmill.master.uploads import JobIdentity
 from wheelmill.targets import Target
 
@@ -59,10 +60,10 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 class Registration(BaseModel):
     target: str = Field(description="the target this builder builds, e.g. cp311-cp311-linux_x86_64")
-    os: str | None = None
-    cpu: str | None = None
-    memory_bytes: int | None = Field(default=None, ge=0)
-    disk_free_bytes: int | None = Field(default=None, ge=0)
+    os: PlainText | None = None
+    cpu: PlainText | None = None
+    memory_bytes: ByteCount | None = None
+    disk_free_bytes: ByteCount | None = None
     versions: dict[str, str] | None = None
 
 
@@ -98,9 +99,9 @@ class ClaimedJob(BaseModel):
 
 
 class Heartbeat(BaseModel):
-    phase: str | None = Field(default=None, max_length=50)
-    disk_free_bytes: int | None = Field(default=None, ge=0)
-    load: float | None = None
+    phase: PlainText | None = Field(default=None, max_length=50)
+    disk_free_bytes: ByteCount | None = None
+    load: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class HeartbeatAnswer(BaseModel):
@@ -110,12 +111,12 @@ class HeartbeatAnswer(BaseModel):
 
 class Completion(BaseModel):
     status: Literal["success", "failed"]
-    duration_s: float = Field(ge=0)
+    duration_s: float = Field(ge=0, allow_inf_nan=False)
     files: list[str] = []
     log_gzip_base64: str = ""
     environment: dict[str, Any] = {}
-    failure_reason: str | None = Field(default=None, max_length=50)
-    failure_detail: str | None = Field(default=None, max_length=2000)
+    failure_reason: PlainText | None = Field(default=None, max_length=50)
+    failure_detail: PlainText | None = Field(default=None, max_length=2000)
     apt_packages: dict[str, list[str]] = {}
     remedy: str | None = Field(default=None, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

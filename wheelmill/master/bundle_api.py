@@ -23,6 +23,7 @@ from wheelmill.bundle.model import Bundle, State
 from wheelmill.bundle.service import BundleService
 from wheelmill.errors import AuthError, WheelmillError
 from wheelmill.master.context import Master
+from wheelmill.master.fields import PlainText
 from wheelmill.publish.pages import file_size
 
 router = APIRouter()
@@ -40,9 +41,11 @@ _service_lock = threading.Lock()
 
 
 class BundleRequest(BaseModel):
-    requirements: str = Field(max_length=100_000, description="requirements.txt text, one requirement a line")
-    target: str = Field(max_length=100, description="e.g. cp311-cp311-linux_armv7l")
-    installed: str = Field(
+    requirements: PlainText = Field(
+        max_length=100_000, description="requirements.txt text, one requirement a line"
+    )
+    target: PlainText = Field(max_length=100, description="e.g. cp311-cp311-linux_armv7l")
+    installed: PlainText = Field(
         default="", max_length=MAX_FORM_BYTES, description="pip freeze or pip inspect output"
     )
 
