@@ -1,4 +1,4 @@
-"""The index proxy and the in-sandbox forwarder, with real sockets and a real HTTP server."""
+"""The index proxy and the in-sandbox launcher, with real sockets and a real HTTP server."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelmill.builder import forwarder
+from wheelmill.builder import launcher
 from wheelmill.builder.netproxy import NetProxy, parse_host_port
 
 
@@ -126,21 +126,53 @@ def test_an_allowed_host_that_is_down_is_a_bad_gateway(index_port: int) -> None:
     assert status == 502 and "cannot connect" in body
 
 
-def test_forwarder_relays_tcp_to_the_unix_socket_proxy_then_runs_the_command(
+def test_launcher_relays_tcp_to_the_unix_socket_proxy_then_runs_the_command(
     tmp_path: Path, index_port: int
 ) -> None:
     socket_path = tmp_path / "proxy.sock"
     port = free_port()
     code = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{index_port}/x').read())"
     env = {"http_proxy": f"http://127.0.0.1:{port}", "PATH": "/usr/bin:/bin"}
-    argv = [sys.executable, "-I", "-S", forwarder.__file__, str(socket_path), str(port), "--"]
+    lifeline, held = os.pipe()
+    proxy = ["--proxy", str(socket_path), str(port)]
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        launcher.__file__,
+        str(lifeline),
+        *proxy,
+        "--",
+        sys.executable,
+        "-c",
+        code,
+    ]
     with NetProxy([f"127.0.0.1:{index_port}"], unix_path=socket_path):
-        # Outside a sandbox nothing ends the detached relay with the command: its process group does.
-        launched = subprocess.Popen([*argv, sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                                    start_new_session=True)  # fmt: skip
+        # Outside a sandbox nothing ends the detached keeper with the command: its process group does.
+        launched = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, start_new_session=True, pass_fds=[lifeline]
+        )
         try:
             stdout, _ = launched.communicate(timeout=30)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(launched.pid, signal.SIGKILL)
+            os.close(lifeline)
+            os.close(held)
     assert (launched.returncode, stdout) == (0, b"b'hello /x via close'\n")
+
+
+def test_the_launched_command_is_killed_once_the_lifeline_closes() -> None:
+    """The builder holds the lifeline's write end: its death, however sudden, ends the build."""
+    lifeline, held = os.pipe()
+    argv = [sys.executable, "-I", "-S", launcher.__file__, str(lifeline), "--", "sleep", "30"]
+    launched = subprocess.Popen(argv, start_new_session=True, pass_fds=[lifeline])
+    os.close(lifeline)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            launched.wait(timeout=1)  # the lifeline held: the command runs
+        os.close(held)
+        assert launched.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launched.pid, signal.SIGKILL)

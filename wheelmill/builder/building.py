@@ -199,9 +199,7 @@ def _smoke_test(
             outcome.failure_reason, outcome.failure_detail = "smoke_test_failed", (result.error or "")[:2000]
             outcome.log += f"\n[wheelmill] smoke test of {wheel.name} failed:\n{result.error}\n".encode()
             return
-    outcome.log += (
-        f"\n[wheelmill] smoke test passed: imported {', '.join(imported) or 'nothing'}\n".encode()
-    )
+    outcome.log += f"\n[wheelmill] smoke test passed: imported {', '.join(imported) or 'nothing'}\n".encode()
 
 
 def _uv_build_argv(

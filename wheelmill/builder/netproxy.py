@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from wheelmill.builder.forwarder import relay
+from wheelmill.builder.launcher import relay
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,13 @@ Every mode: an empty environment plus the build's own variables, stdin from /dev
 session, a timeout that kills the whole tree, rlimits, a log capped to its head and tail, and a
 watched scratch size. bubblewrap adds a read-only system with a curated /etc, no view of the host's
 /root, /home, /work or /tmp, and its own user, PID and network namespaces; the network is loopback
-plus the index proxy (netproxy.py), reached through forwarder.py.
+plus the index proxy (netproxy.py). Inside, launcher.py starts each command: it relays the proxy
+and kills the build once the builder is gone, which bubblewrap alone does not always do.
 
 A build root (``wheelmill builder --root DIR``, a Debian userland of another architecture run by
 qemu-user) takes the host system's place: its /usr, top-level links and /etc entries are mounted
 instead, with this machine's CA bundle over its own (a local CA must reach pip inside), and the
-forwarder runs on the root's Python. Everything else is the same sandbox.
+launcher runs on the root's Python. Everything else is the same sandbox.
 
 Processes and memory. RLIMIT_NPROC cannot contain a fork bomb here: it is per uid, and the kernel
 exempts uid 0, which the sandbox's uid 1000 maps to when the builder runs as root. So each run
@@ -42,7 +43,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from wheelmill.builder import forwarder
+from wheelmill.builder import launcher
 from wheelmill.builder.netproxy import NetProxy
 from wheelmill.errors import SandboxUnavailable
 
@@ -54,7 +55,7 @@ ROOT_PYTHON = "/usr/bin/python3"  # a build root's interpreter, as the sandbox s
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SANDBOX_UID = 1000
 SANDBOX_HOSTNAME = "wheelmill-build"
-RUN_DIR = "/run/wheelmill"  # in the sandbox: passwd, group, hosts, the proxy socket and forwarder
+RUN_DIR = "/run/wheelmill"  # in the sandbox: passwd, group, hosts, the proxy socket and launcher
 PROXY_PORT = 3128  # in the sandbox's own network namespace, so always free
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 # What builds need from /etc; the rest (shadow, ssh keys, the builder's own configuration, pip.conf,
@@ -64,8 +65,10 @@ ETC_ENTRIES = (
     "debian_version", "localtime", "timezone", "nsswitch.conf", "host.conf", "gai.conf", "protocols",
     "services", "mime.types", "magic", "perl", "xml", "sgml", "fonts", "terminfo",
 )  # fmt: skip
-# The launcher runs the forwarder with the builder's own interpreter, visible inside.
-LAUNCHER_PYTHON = Path(sys.base_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
+# The launcher runs on the system's Python, already in the sandbox's /usr; failing that, on the
+# builder's own, bound in for it.
+_BUILDER_PYTHON = Path(sys.base_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}")
+LAUNCHER_PYTHON = Path(ROOT_PYTHON) if Path(ROOT_PYTHON).exists() else _BUILDER_PYTHON
 MEMORY_EVIDENCE = (b"MemoryError", b"Cannot allocate memory", b"out of memory", b"std::bad_alloc")
 
 
@@ -238,26 +241,38 @@ class Sandbox:
         with ExitStack() as stack:
             cgroups = stack.enter_context(_Cgroups(limits))
             proxy_url = None
+            lifeline: tuple[int, ...] = ()
             if self.bwrap is None:
                 if self.allowed_hosts:
                     proxy_url = stack.enter_context(NetProxy(self.allowed_hosts)).url
             else:
                 rundir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wheelmill-run-")))
                 binds = list(readonly_paths)
+                proxy: list[str] = []
                 if self.allowed_hosts:
                     stack.enter_context(NetProxy(self.allowed_hosts, rundir / "proxy.sock"))
                     proxy_url = f"http://127.0.0.1:{PROXY_PORT}"
-                    shutil.copyfile(forwarder.__file__, rundir / "forwarder.py")
-                    launcher = ROOT_PYTHON if self.root else str(LAUNCHER_PYTHON)
-                    argv = [launcher, "-I", "-S", f"{RUN_DIR}/forwarder.py",
-                            f"{RUN_DIR}/proxy.sock", str(PROXY_PORT), "--", *argv]  # fmt: skip
-                    if not self.root and not LAUNCHER_PYTHON.is_relative_to("/usr"):
-                        binds.append(Path(sys.base_prefix))
+                    proxy = ["--proxy", f"{RUN_DIR}/proxy.sock", str(PROXY_PORT)]
+                lifeline = _lifeline(stack)
+                shutil.copyfile(launcher.__file__, rundir / "launcher.py")
+                python = ROOT_PYTHON if self.root else str(LAUNCHER_PYTHON)
+                argv = [python, "-I", "-S", f"{RUN_DIR}/launcher.py", str(lifeline[0]), *proxy, "--", *argv]
+                if not self.root and not LAUNCHER_PYTHON.is_relative_to("/usr"):
+                    binds.append(Path(sys.base_prefix))
                 args = _bwrap_args(workdir, binds, rundir, self.root or HOST_ROOT)
                 argv = [self.bwrap, *args, "--", *argv]
             build_env = _environment(workdir, env, proxy_url)
-            result = _supervise(argv, workdir, build_env, limits, cgroups, cancel, self.mode)
+            result = _supervise(argv, workdir, build_env, limits, cgroups, cancel, self.mode, lifeline)
         return result
+
+
+def _lifeline(stack: ExitStack) -> tuple[int]:
+    """A pipe whose write end only this process holds, closed with ``stack``; the read end goes to
+    the sandbox's launcher, which sees end of file once this process is gone (launcher.py)."""
+    read_end, write_end = os.pipe()
+    stack.callback(os.close, write_end)
+    stack.callback(os.close, read_end)
+    return (read_end,)
 
 
 def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], rundir: Path, root: Path) -> list[str]:
@@ -511,6 +526,7 @@ def _supervise(
     cgroups: _Cgroups,
     cancel: threading.Event | None,
     mode: str,
+    pass_fds: tuple[int, ...] = (),
 ) -> SandboxResult:
     """Start argv, read its output into the capped log, enforce the limits, reap everything."""
     output = _LogCap(limits.log_bytes)
@@ -519,7 +535,7 @@ def _supervise(
     try:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir,
-            env=env, start_new_session=True, preexec_fn=_preexec(limits, join_fds),
+            env=env, start_new_session=True, preexec_fn=_preexec(limits, join_fds), pass_fds=pass_fds,
         )  # fmt: skip
     finally:
         for fd in join_fds:
