@@ -48,13 +48,16 @@ class GuardWatch:
     def __init__(self) -> None:
         self.low = False  # as a home page without a notice shows it
 
-    def check(self, master: Master) -> None:
-        """Look at the disk; mark the site pages if the guard tripped or cleared since last time."""
+    def check(self, master: Master) -> bool:
+        """Look at the disk; mark the site pages if the guard tripped or cleared since last time,
+        and say whether it did."""
         low = disk_state(master.settings).low
-        if low != self.low:
-            self.low = low
-            log.warning("disk guard %s: site pages marked for rewriting", "tripped" if low else "cleared")
-            master.dirty.mark()
+        if low == self.low:
+            return False
+        self.low = low
+        log.warning("disk guard %s: site pages marked for rewriting", "tripped" if low else "cleared")
+        master.dirty.mark()
+        return True
 
 
 class DiskGuard:

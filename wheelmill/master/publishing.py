@@ -174,7 +174,8 @@ def publish_dirty(master: Master, publisher: Publisher, schedule: SiteSchedule |
     are written: a crash in between means a rewrite, never a stale page.
     """
     schedule = schedule or SiteSchedule()
-    schedule.guard.check(master)  # the disk guard's notice is on the home page
+    if schedule.guard.check(master):  # the disk guard's notice is on the home page: show it now
+        schedule.written_at = float("-inf")
     taken = master.dirty.take()
     started = time.monotonic()
     if taken.projects:
