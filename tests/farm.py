@@ -100,10 +100,11 @@ class Farm:
             engine.dispose()
 
     def close(self) -> None:
-        for process in self.processes:
+        """Stop the newest processes first, as an operator would: builders hand their jobs back to
+        a master still there to take them."""
+        for process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.processes:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:

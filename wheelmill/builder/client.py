@@ -6,14 +6,13 @@ a builder rides through a master restart; a 409 means the lease is gone: drop th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
@@ -21,7 +20,7 @@ from wheelmill import __version__
 from wheelmill.errors import AuthError, LeaseLost, UploadRefused, WheelmillError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+RELEASE_PATIENCE = 10.0
 
 
 class Stopping(WheelmillError):
@@ -39,16 +38,21 @@ class MasterClient:
             timeout=timeout,
         )
         # Set when the builder stops: a claim then stops riding out a master that does not answer
-        # (handing a job back still tries for the whole patience).
+        # (handing a job back still tries, for RELEASE_PATIENCE).
         self.stopping = threading.Event()
 
     def close(self) -> None:
         self.http.close()
 
     def _call(
-        self, what: str, send: Callable[[], httpx.Response], give_up: threading.Event | None = None
+        self,
+        what: str,
+        send: Callable[[], httpx.Response],
+        give_up: threading.Event | None = None,
+        patience: float | None = None,
     ) -> httpx.Response:
-        deadline = time.monotonic() + self.patience
+        patience = self.patience if patience is None else patience
+        deadline = time.monotonic() + patience
         delay = 0.5
         while True:
             try:
@@ -60,7 +64,7 @@ class MasterClient:
                 problem = repr(exc)
             if time.monotonic() + delay > deadline:
                 raise WheelmillError(
-                    f"{what}: the master did not answer for {self.patience:.0f} s ({problem})"
+                    f"{what}: the master did not answer for {patience:.0f} s ({problem})"
                 )
             log.warning("%s: %s; retrying in %.1f s", what, problem, delay)
             if give_up is None:
@@ -108,9 +112,18 @@ class MasterClient:
         )
 
     def release(self, lease_id: str) -> None:
-        """Give a leased job back to the queue (the builder is stopping)."""
-        with contextlib.suppress(LeaseLost):
-            self._call("release", lambda: self.http.post(f"{self.base}/leases/{lease_id}/release"))
+        """Give a leased job back to the queue (the builder is stopping).
+
+        Only a shortcut: the lease's expiry returns the job anyway, so a master that does not
+        answer holds a stopping builder up for RELEASE_PATIENCE, not for the whole patience.
+        """
+        url = f"{self.base}/leases/{lease_id}/release"
+        try:
+            self._call("release", lambda: self.http.post(url), patience=RELEASE_PATIENCE)
+        except LeaseLost:
+            pass
+        except WheelmillError as exc:
+            log.warning("%s; the job returns to the queue when its lease expires", exc)
 
     def complete(self, lease_id: str, report: dict[str, Any], *, claim_next: bool = False) -> dict[str, Any]:
         """Report the build; with ``claim_next`` the answer's ``next`` is the next job, or None."""
