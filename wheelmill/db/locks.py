@@ -4,18 +4,26 @@ Several ``wheelmill serve`` processes may share one PostgreSQL database; each lo
 one process holding its lock. PostgreSQL advisory locks belong to a session, so when the holder
 dies its connection closes, the lock is freed and another process takes over at its next try.
 SQLite farms live on one host: an ``flock`` on a file beside the database does the same.
+
+A holder whose own connection dropped (a database restart, a network cut, an idle-session
+timeout) lost its lock with it while another process may have taken it: each try checks the
+connection first, so the holder finds out at its next pass instead of running the loop twice.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 from pathlib import Path
 from typing import IO
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from wheelmill.db.engine import Database
+
+log = logging.getLogger(__name__)
 
 
 def _key(name: str) -> int:
@@ -34,6 +42,12 @@ class SingletonLock:
         return self._conn is not None or self._file is not None
 
     def try_acquire(self) -> bool:
+        """Whether this process holds the lock now: kept, or taken at this try."""
+        if self._conn is not None and not self._session_alive():
+            log.warning("the %s lock's database session is gone; taking the lock again", self.name)
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None
         if self.held:
             return True
         if self.db.is_sqlite:
@@ -46,6 +60,15 @@ class SingletonLock:
         else:
             conn.close()
         return bool(got)
+
+    def _session_alive(self) -> bool:
+        assert self._conn is not None
+        try:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+        except DBAPIError:
+            return False
+        return True
 
     def _try_flock(self) -> bool:
         path = Path(self.db.url.database or "wheelmill.db").with_name(f".{self.name}.lock")
@@ -63,6 +86,8 @@ class SingletonLock:
             try:
                 self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _key(self.name)})
                 self._conn.commit()
+            except DBAPIError:
+                pass  # the session is gone, and the lock with it
             finally:
                 self._conn.close()
                 self._conn = None
