@@ -27,7 +27,6 @@ from wheelmill.errors import WheelmillError
 from wheelmill.master.app import create_app
 from wheelmill.master.context import Master
 from wheelmill.master.loops import start_loops, stop_loops
-from wheelmill.master.slices import prefer_short_slices
 from wheelmill.planner import plan_target_backfill
 from wheelmill.upstream.watch import add_watches
 
@@ -116,7 +115,6 @@ def _fork_worker(settings: Settings, target_ids: dict[str, int], sock: socket.so
     code = 1
     try:
         _die_with_parent()
-        prefer_short_slices()  # a claim preempts the publisher's rendering (slices.py)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own for a graceful stop
         db = Database(settings.resolved_database_url, background_checkpoints=True)
