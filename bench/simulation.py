@@ -223,7 +223,9 @@ async def simulated_builder(
     latencies: list[float],
     done: list[int],
 ) -> None:
-    """Claim and complete until the window closes, counting only what happens inside it.
+    """Claim and complete until the window closes, counting only what happens inside it: a call
+    is timed when it starts inside the window, so the fleet's stop (its builders' last completions
+    and releases, all at once) stays out of the latencies.
 
     With a build time, the builder first waits a random part of one build: a running fleet's
     builders are out of phase, not all asking at the same instant as processes started together.
@@ -238,8 +240,9 @@ async def simulated_builder(
         while time.monotonic() < closes:
             if job is None:
                 started = time.perf_counter()
+                inside = opens <= time.monotonic() < closes
                 status, body = await client.post("/api/v1/jobs/claim")
-                if time.monotonic() >= opens:
+                if inside:
                     latencies.append(time.perf_counter() - started)
                 if status == 204:
                     await asyncio.sleep(0.1)
@@ -252,10 +255,11 @@ async def simulated_builder(
             # As a real builder does: the completion also claims the next job, so its time is the
             # time this builder waits for work.
             started = time.perf_counter()
+            inside = opens <= time.monotonic() < closes
             status, body = await client.post(
                 f"/api/v1/leases/{job['lease_id']}/complete?claim_next=true", failure
             )
-            if time.monotonic() >= opens:
+            if inside:
                 latencies.append(time.perf_counter() - started)
             if status != 200:
                 raise RuntimeError(f"complete answered {status}: {body[:200]!r}")
