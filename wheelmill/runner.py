@@ -37,7 +37,7 @@ def open_master(settings: Settings) -> Master:
     """Connect, migrate, and make sure the configured targets exist."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.resolved_output_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url, background_checkpoints=True)
+    db = Database(settings.resolved_database_url, background_checkpoints=True, serial_queries=True)
     upgrade(db)
     with db.read() as session:
         known = set(target_tags(session))
@@ -117,7 +117,7 @@ def _fork_worker(settings: Settings, target_ids: dict[str, int], sock: socket.so
         _die_with_parent()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own for a graceful stop
-        db = Database(settings.resolved_database_url, background_checkpoints=True)
+        db = Database(settings.resolved_database_url, background_checkpoints=True, serial_queries=True)
         master = Master.create(settings, db, target_ids)
         _server(settings, master, run_loops=False).run(sockets=[sock])
         code = 0

@@ -58,3 +58,15 @@ def test_a_pooled_connection_the_server_ended_is_replaced_not_handed_out() -> No
         (again,) = tx.execute(Statement.postgresql_only("SELECT pg_backend_pid()"), {}).fetchone()
     db.dispose()
     assert again != pid
+
+
+@pytest.mark.skipif(not PG_URL, reason="no PostgreSQL")
+def test_a_masters_queries_take_one_core_each() -> None:
+    """A parallel scan would take every core from the API for its duration (serial_queries)."""
+    assert PG_URL
+    show = text("SHOW max_parallel_workers_per_gather")
+    for serial, expected in ((True, "0"), (False, "2")):
+        db = Database(PG_URL, serial_queries=serial)
+        with db.read() as session:
+            assert session.scalar(show) == expected
+        db.dispose()
