@@ -17,7 +17,7 @@ from wheelmill.db import catalog
 from wheelmill.db.tables import Build, Builder, BuildStatus, Job, JobStatus
 from wheelmill.master import publishing
 from wheelmill.master.context import Master
-from wheelmill.master.site_totals import RENEW_SECONDS, BuildTally
+from wheelmill.master.site_totals import QUEUE_SHARE, RENEW_SECONDS, BuildTally, QueueDepth
 from wheelmill.publish.publisher import Publisher
 from wheelmill.runner import open_master
 
@@ -193,3 +193,42 @@ def test_the_site_totals_are_read_whole_again_every_hour(master: Master) -> None
     schedule.totals.started -= RENEW_SECONDS
     publishing.publish_site(master, publisher, schedule)
     assert search_rows(master) == {"alpha": 1, "beta": 1}
+
+
+def test_the_queue_is_counted_again_as_often_as_its_cost_allows(master: Master) -> None:
+    """A cheap count is fresh within a second; one that took long is kept until its cost is a
+    small share of the time (a million jobs: 0.2 s, about every 90 s)."""
+
+    queued: list[int] = []
+
+    def queue_jobs(count: int) -> None:
+        with master.db.write() as session:
+            for _ in range(count):
+                name = f"queued-{len(queued)}"
+                version, _ = catalog.ensure_version(session, catalog.ensure_package(session, name), "1.0")
+                target = master.target_ids["cp311-cp311-linux_armv7l"]
+                session.add(
+                    Job(
+                        version_id=version.id,
+                        target_id=target,
+                        status=JobStatus.queued,
+                        released_at=datetime.now(UTC),
+                    )
+                )
+                queued.append(version.id)
+
+    depth = QueueDepth()
+    queue_jobs(2)
+    with master.db.read() as session:
+        assert depth.read(session)["cp311-cp311-linux_armv7l"] == 2
+    queue_jobs(1)
+    depth.counted_at -= 1.0
+    with master.db.read() as session:
+        assert depth.read(session)["cp311-cp311-linux_armv7l"] == 3  # a small farm's, a second later
+    depth.took = 0.2  # as at a million jobs
+    queue_jobs(1)
+    with master.db.read() as session:
+        assert depth.read(session)["cp311-cp311-linux_armv7l"] == 3  # kept: counted a moment ago
+    depth.counted_at -= 0.2 / QUEUE_SHARE
+    with master.db.read() as session:
+        assert depth.read(session)["cp311-cp311-linux_armv7l"] == 4

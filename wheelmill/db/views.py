@@ -30,7 +30,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from wheelmill.db import downloads
-from wheelmill.db.jobs import queue_depth
 from wheelmill.db.tables import (
     Build,
     Builder,
@@ -383,11 +382,13 @@ def site_summary(
     session: Session,
     published: Sequence[SearchEntry],
     builds: Mapping[str, int],
+    queue_by_target: Mapping[str, int],
     disk_used_bytes: int,
     disk_free_bytes: int | None,
 ) -> SiteSummary:
-    """The home page's figures. The totals over every project and build come in already counted
-    (``published``, ``builds`` by status): counting them here would cost seconds at a big farm."""
+    """The home page's figures. The totals over every project, build and queued job come in
+    already counted (``published``, ``builds`` by status, ``queue_by_target``): counting them
+    here would cost seconds at a big farm."""
     succeeded, failed = builds.get(BuildStatus.success, 0), builds.get(BuildStatus.failed, 0)
     return SiteSummary(
         packages=len(published),
@@ -395,7 +396,7 @@ def site_summary(
         wheels=sum(entry.wheels for entry in published),
         builds=sum(builds.values()),
         success_rate=(succeeded / (succeeded + failed)) if succeeded + failed else None,
-        queue_by_target=queue_depth(session),
+        queue_by_target=dict(queue_by_target),
         builders_online=session.scalar(
             select(func.count(Builder.id)).where(Builder.last_seen >= utcnow() - timedelta(minutes=5))
         )

@@ -98,7 +98,8 @@ def read_site(master: Master, totals: SiteTotals | None = None) -> SiteData:
     with master.db.read() as session:
         search = totals.projects.read(session)
         builds = totals.builds.read(session, utcnow())
-        summary = views.site_summary(session, search, builds, usage.used, usage.free)
+        queue = totals.queue.read(session)
+        summary = views.site_summary(session, search, builds, queue, usage.used, usage.free)
         return SiteData(
             last_serial=views.last_serial(session),
             summary=dataclasses.replace(summary, notice=diskguard.notice(master)),
