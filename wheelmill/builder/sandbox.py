@@ -241,7 +241,7 @@ class Sandbox:
         with ExitStack() as stack:
             cgroups = stack.enter_context(_Cgroups(limits))
             proxy_url = None
-            lifeline: tuple[int, ...] = ()
+            passed_fds: tuple[int, ...] = ()
             if self.bwrap is None:
                 if self.allowed_hosts:
                     proxy_url = stack.enter_context(NetProxy(self.allowed_hosts)).url
@@ -254,25 +254,26 @@ class Sandbox:
                     proxy_url = f"http://127.0.0.1:{PROXY_PORT}"
                     proxy = ["--proxy", f"{RUN_DIR}/proxy.sock", str(PROXY_PORT)]
                 lifeline = _lifeline(stack)
+                passed_fds = (lifeline,)
                 shutil.copyfile(launcher.__file__, rundir / "launcher.py")
                 python = ROOT_PYTHON if self.root else str(LAUNCHER_PYTHON)
-                argv = [python, "-I", "-S", f"{RUN_DIR}/launcher.py", str(lifeline[0]), *proxy, "--", *argv]
+                argv = [python, "-I", "-S", f"{RUN_DIR}/launcher.py", str(lifeline), *proxy, "--", *argv]
                 if not self.root and not LAUNCHER_PYTHON.is_relative_to("/usr"):
                     binds.append(Path(sys.base_prefix))
                 args = _bwrap_args(workdir, binds, rundir, self.root or HOST_ROOT)
                 argv = [self.bwrap, *args, "--", *argv]
             build_env = _environment(workdir, env, proxy_url)
-            result = _supervise(argv, workdir, build_env, limits, cgroups, cancel, self.mode, lifeline)
+            result = _supervise(argv, workdir, build_env, limits, cgroups, cancel, self.mode, passed_fds)
         return result
 
 
-def _lifeline(stack: ExitStack) -> tuple[int]:
+def _lifeline(stack: ExitStack) -> int:
     """A pipe whose write end only this process holds, closed with ``stack``; the read end goes to
     the sandbox's launcher, which sees end of file once this process is gone (launcher.py)."""
     read_end, write_end = os.pipe()
     stack.callback(os.close, write_end)
     stack.callback(os.close, read_end)
-    return (read_end,)
+    return read_end
 
 
 def _bwrap_args(workdir: Path, readonly_paths: Sequence[Path], rundir: Path, root: Path) -> list[str]:

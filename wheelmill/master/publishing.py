@@ -146,10 +146,10 @@ class SiteSchedule:
 
     They cover every package. The totals make a pass read only what changed, but rewriting the
     root and search indexes, when they change, still grows with the farm (0.5 s at 100,000
-    projects). A steady
-    stream of builds rewrites them at most every ``interval`` seconds, and at most ``share`` of
-    the time, so that the passes never crowd out the project pages and the builders' calls: the
-    home page lags more on a bigger farm instead.
+    projects). A steady stream of builds rewrites them at most every ``interval`` seconds, and at
+    most ``share`` of the time, so that the passes never crowd out the project pages and the
+    builders' calls: the home page lags more on a bigger farm instead. A disk guard that trips
+    or clears makes them due at once.
     """
 
     interval: float = 15.0
