@@ -23,7 +23,7 @@ from wheelmill.db import builders as builder_sql
 from wheelmill.db.engine import Database
 from wheelmill.db.jobs import ensure_targets, target_tags
 from wheelmill.db.migrate import upgrade
-from wheelmill.errors import WheelmillError
+from wheelmill.errors import ConfigError, WheelmillError
 from wheelmill.master.app import create_app
 from wheelmill.master.context import Master
 from wheelmill.master.loops import start_loops, stop_loops
@@ -74,16 +74,17 @@ def run_serve(settings: Settings) -> int:
 
 
 def _serve_with_workers(settings: Settings, master: Master) -> int:
-    """The API in ``workers`` forked processes sharing one socket; the loops in this one.
+    """The API in ``workers`` forked processes, each with its own socket on LISTEN; the loops in
+    this one.
 
     Threads of one process take turns on the GIL: with the publisher rewriting pages beside the
-    API, a claim waits for the publisher's time slice. As processes they run on every core, and
-    the kernel spreads new connections over the workers.
+    API, a claim waits for the publisher's time slice. As processes they run on every core.
     """
-    sock = socket.create_server((settings.listen_host, settings.listen_port), backlog=2048)
+    sockets = worker_sockets(settings.listen_host, settings.listen_port, settings.workers)
     master.db.engine.dispose()  # a forked child must not share this process's connections
-    children = {_fork_worker(settings, master.target_ids, sock) for _ in range(settings.workers)}
-    sock.close()
+    children = {_fork_worker(settings, master.target_ids, sockets, sock) for sock in sockets}
+    for sock in sockets:
+        sock.close()
     # Builders wait on the API; pages can wait a moment. When the cores are busy the kernel
     # runs the workers first and the publisher catches up in the gaps (it batches what piled up).
     os.nice(LOOPS_NICENESS)
@@ -108,12 +109,38 @@ def _serve_with_workers(settings: Settings, master: Master) -> int:
     return status
 
 
-def _fork_worker(settings: Settings, target_ids: dict[str, int], sock: socket.socket) -> int:
+def worker_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port (SO_REUSEPORT): the kernel spreads new connections
+    evenly over them, one per worker.
+
+    With one shared socket, the worker that woke first accepted every connection waiting, and a
+    builder's connection stays with the worker that accepted it: 200 builders connecting at once
+    (a fleet starting, or reconnecting after a master restart) left one worker with 63% of the
+    calls, and the builders on it waited in its queue. A plain bind comes first, so a port that
+    another program holds, another master included, is refused rather than shared.
+    """
+    try:
+        socket.create_server((host, port)).close()
+        first = socket.create_server((host, port), backlog=2048, reuse_port=True)
+    except OSError as exc:
+        raise ConfigError(f"listen = {host}:{port}: {exc.strerror} (is another master running?)") from exc
+    port = first.getsockname()[1]  # port 0 asked for any free port: the others join the same one
+    return [first] + [
+        socket.create_server((host, port), backlog=2048, reuse_port=True) for _ in range(count - 1)
+    ]
+
+
+def _fork_worker(
+    settings: Settings, target_ids: dict[str, int], sockets: list[socket.socket], sock: socket.socket
+) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
+        for other in sockets:  # a dead worker's socket must close, not sit unaccepted in a sibling
+            if other is not sock:
+                other.close()
         _die_with_parent()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own for a graceful stop

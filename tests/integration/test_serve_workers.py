@@ -1,9 +1,12 @@
-"""``serve`` with several API worker processes: one socket, one queue, no job handed out twice."""
+"""``serve`` with several API worker processes: one port, one queue, no job handed out twice."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +15,7 @@ import httpx
 import pytest
 
 from tests.farm import Farm, wait_until
+from tests.helpers import client_env
 from wheelmill.testing import StandInUpstream
 
 pytestmark = pytest.mark.slow
@@ -75,6 +79,55 @@ def test_workers_share_the_queue_and_stop_with_the_master(farm: Farm) -> None:
     master.send_signal(signal.SIGTERM)
     assert master.wait(timeout=30) == 0
     assert not [pid for pid in workers if alive(pid)]
+
+
+def established_connections(pid: int, port: int) -> int:
+    """How many TCP connections to local ``port`` process ``pid`` holds open."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                inodes.add(fields[9])
+    held = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    return sum(1 for link in held if link.startswith("socket:[") and link[8:-1] in inodes)
+
+
+def test_a_fleet_connecting_at_once_is_spread_over_the_workers(farm: Farm) -> None:
+    """A builder's keep-alive connection stays with the worker that accepted it: a fleet that
+    connects at once (after a master restart) must not all land on one worker."""
+    master = farm.serve()
+    workers = workers_of(master.pid)
+    port = int(farm.url.rsplit(":", 1)[1])
+    fleet = [socket.create_connection(("127.0.0.1", port)) for _ in range(80)]
+    try:
+        for conn in fleet:
+            conn.sendall(b"GET /simple/ HTTP/1.1\r\nHost: master\r\n\r\n")
+        for conn in fleet:
+            assert conn.recv(4096).startswith(b"HTTP/1.1 ")  # accepted and answered
+        held = [established_connections(pid, port) for pid in workers]
+    finally:
+        for conn in fleet:
+            conn.close()
+    assert sum(held) == 80
+    assert min(held) >= 20, f"connections per worker: {held}"
+
+
+def test_a_second_master_on_the_same_port_is_refused(farm: Farm) -> None:
+    """With SO_REUSEPORT a second master could join the first one's port and take half its
+    builders' connections; it must refuse to start instead."""
+    first = farm.serve()
+    second = subprocess.run(
+        [sys.executable, "-m", "wheelmill", "--config", str(farm.config), "serve"],
+        capture_output=True,
+        text=True,
+        env=client_env(),
+        timeout=120,
+    )
+    assert second.returncode == 2
+    assert "is another master running?" in second.stderr
+    assert first.poll() is None
+    assert httpx.get(farm.url + "/simple/").status_code < 500  # the first still serves
 
 
 def test_workers_die_with_a_killed_master_and_a_new_one_takes_the_port(farm: Farm) -> None:
