@@ -150,6 +150,35 @@ def test_home_page_notice_comes_and_goes_with_the_disk_guard(
         ballast.unlink(missing_ok=True)
 
 
+def test_a_restarted_master_drops_a_notice_the_disk_no_longer_needs(
+    upstream_demo: StandInUpstream, small_disk: Path, tmp_path: Path
+) -> None:
+    """The operator stops the master while the disk is full, frees space, starts it again."""
+    farm = Farm(
+        tmp_path,
+        upstream_demo.simple_url,
+        follow="all",
+        targets=[TARGET],
+        sandbox="none",
+        output_dir=str(small_disk / "www"),
+        min_free_bytes=32 * 2**20,
+    )
+    ballast = small_disk / "ballast"
+    try:
+        ballast.write_bytes(bytes(40 * 2**20))
+        master = farm.serve()
+        wait_until(lambda: NOTICE in home_page(farm), "the disk guard's notice", master, timeout=60)
+        master.terminate()
+        master.wait(timeout=30)
+
+        ballast.unlink()
+        master = farm.serve()
+        wait_until(lambda: NOTICE not in home_page(farm), "the notice to go", master, timeout=60)
+    finally:
+        farm.close()
+        ballast.unlink(missing_ok=True)
+
+
 def home_page(farm: Farm) -> str:
     """The home page as a browser gets it from the master."""
     answer = httpx.get(farm.url + "/")

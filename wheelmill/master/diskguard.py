@@ -43,19 +43,22 @@ class GuardWatch:
 
     Nothing else need change the site when the disk fills: without this, the notice would wait
     for the next build or upstream change to appear, and stay after the operator freed space.
+    The first look always marks them: a home page written before a restart may still show a
+    notice for a disk the operator has freed meanwhile.
     """
 
     def __init__(self) -> None:
-        self.low = False  # as a home page without a notice shows it
+        self.low: bool | None = None  # unknown until the first look
 
     def check(self, master: Master) -> bool:
-        """Look at the disk; mark the site pages if the guard tripped or cleared since last time,
-        and say whether it did."""
+        """Look at the disk; mark the site pages if the guard tripped or cleared since last time
+        (or this is the first look), and say whether it did."""
         low = disk_state(master.settings).low
         if low == self.low:
             return False
+        if low or self.low is not None:
+            log.warning("disk guard %s: site pages marked for rewriting", "tripped" if low else "cleared")
         self.low = low
-        log.warning("disk guard %s: site pages marked for rewriting", "tripped" if low else "cleared")
         master.dirty.mark()
         return True
 
