@@ -175,8 +175,14 @@ def test_two_masters_on_postgresql_with_four_builders_build_each_job_once(
     )
     assert all(count == 1 for _, count in successes(farm))
     assert farm.query("SELECT count(*) FROM builds") == [(len(names),)]  # no job was ever built twice
-    # Each loop ran in exactly one of the two masters; the index lists every package.
-    index = httpx.get(
-        f"http://127.0.0.1:{other_port}/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    )
-    assert {p["name"] for p in index.json()["projects"]} >= set(names)
+
+    # Each loop ran in exactly one of the two masters; the index lists every package once the
+    # site pages are next due (at most every 15 s: SiteSchedule).
+    def listed() -> set[str]:
+        index = httpx.get(
+            f"http://127.0.0.1:{other_port}/simple/",
+            headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+        )
+        return {p["name"] for p in index.json()["projects"]} if index.status_code == 200 else set()
+
+    wait_until(lambda: listed() >= set(names), "the index to list every package", first, second, timeout=60)

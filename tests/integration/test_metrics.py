@@ -120,10 +120,13 @@ def test_disk_guard_pauses_claims_and_says_why(upstream_demo: StandInUpstream, t
         farm.close()
 
 
-def test_home_page_notice_comes_and_goes_with_the_disk_guard(
+@pytest.fixture
+def guarded_farm(
     upstream_demo: StandInUpstream, small_disk: Path, tmp_path: Path
-) -> None:
-    # Whole-index mode marks the site only when upstream changes: nothing else rewrites the home page.
+) -> Iterator[tuple[Farm, Path]]:
+    """A farm publishing to a 64 MiB disk whose guard trips under 32 MiB free, and the path of a
+    ballast file that fills it. Whole-index mode marks the site only when upstream changes:
+    nothing else rewrites the home page."""
     farm = Farm(
         tmp_path,
         upstream_demo.simple_url,
@@ -134,49 +137,40 @@ def test_home_page_notice_comes_and_goes_with_the_disk_guard(
         min_free_bytes=32 * 2**20,
     )
     ballast = small_disk / "ballast"
-    try:
-        master = farm.serve()
-        wait_until(lambda: home_page(farm) != "", "the first home page", master, timeout=60)
-        assert NOTICE not in home_page(farm)
-
-        ballast.write_bytes(bytes(40 * 2**20))  # leaves under 24 MiB of the 64
-        wait_until(lambda: NOTICE in home_page(farm), "the disk guard's notice", master, timeout=60)
-
-        ballast.unlink()
-        wait_until(lambda: NOTICE not in home_page(farm), "the notice to go", master, timeout=60)
-        assert sample(httpx.get(farm.url + "/metrics").text, "wheelmill_disk_guard_active") == 0
-    finally:
-        farm.close()
-        ballast.unlink(missing_ok=True)
+    yield farm, ballast
+    farm.close()
+    ballast.unlink(missing_ok=True)
 
 
-def test_a_restarted_master_drops_a_notice_the_disk_no_longer_needs(
-    upstream_demo: StandInUpstream, small_disk: Path, tmp_path: Path
-) -> None:
+BALLAST_BYTES = 40 * 2**20  # leaves under 24 MiB of the 64
+
+
+def test_home_page_notice_comes_and_goes_with_the_disk_guard(guarded_farm: tuple[Farm, Path]) -> None:
+    farm, ballast = guarded_farm
+    master = farm.serve()
+    wait_until(lambda: home_page(farm) != "", "the first home page", master, timeout=60)
+    assert NOTICE not in home_page(farm)
+
+    ballast.write_bytes(bytes(BALLAST_BYTES))
+    wait_until(lambda: NOTICE in home_page(farm), "the disk guard's notice", master, timeout=60)
+
+    ballast.unlink()
+    wait_until(lambda: NOTICE not in home_page(farm), "the notice to go", master, timeout=60)
+    assert sample(httpx.get(farm.url + "/metrics").text, "wheelmill_disk_guard_active") == 0
+
+
+def test_a_restarted_master_drops_a_notice_the_disk_no_longer_needs(guarded_farm: tuple[Farm, Path]) -> None:
     """The operator stops the master while the disk is full, frees space, starts it again."""
-    farm = Farm(
-        tmp_path,
-        upstream_demo.simple_url,
-        follow="all",
-        targets=[TARGET],
-        sandbox="none",
-        output_dir=str(small_disk / "www"),
-        min_free_bytes=32 * 2**20,
-    )
-    ballast = small_disk / "ballast"
-    try:
-        ballast.write_bytes(bytes(40 * 2**20))
-        master = farm.serve()
-        wait_until(lambda: NOTICE in home_page(farm), "the disk guard's notice", master, timeout=60)
-        master.terminate()
-        master.wait(timeout=30)
+    farm, ballast = guarded_farm
+    ballast.write_bytes(bytes(BALLAST_BYTES))
+    master = farm.serve()
+    wait_until(lambda: NOTICE in home_page(farm), "the disk guard's notice", master, timeout=60)
+    master.terminate()
+    master.wait(timeout=30)
 
-        ballast.unlink()
-        master = farm.serve()
-        wait_until(lambda: NOTICE not in home_page(farm), "the notice to go", master, timeout=60)
-    finally:
-        farm.close()
-        ballast.unlink(missing_ok=True)
+    ballast.unlink()
+    master = farm.serve()
+    wait_until(lambda: NOTICE not in home_page(farm), "the notice to go", master, timeout=60)
 
 
 def home_page(farm: Farm) -> str:

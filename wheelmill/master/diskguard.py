@@ -43,16 +43,17 @@ class GuardWatch:
 
     Nothing else need change the site when the disk fills: without this, the notice would wait
     for the next build or upstream change to appear, and stay after the operator freed space.
-    The first look always marks them: a home page written before a restart may still show a
-    notice for a disk the operator has freed meanwhile.
+    ``shown`` is whether the home page shows the notice now; None if unknown, as when a master
+    starts: a page written before the restart may show a notice for a disk the operator has freed
+    meanwhile, so the first look then marks the pages either way.
     """
 
-    def __init__(self) -> None:
-        self.low: bool | None = None  # unknown until the first look
+    def __init__(self, shown: bool | None = False) -> None:
+        self.low = shown
 
     def check(self, master: Master) -> bool:
         """Look at the disk; mark the site pages if the guard tripped or cleared since last time
-        (or this is the first look), and say whether it did."""
+        (or what the page shows is unknown), and say whether it did."""
         low = disk_state(master.settings).low
         if low == self.low:
             return False
