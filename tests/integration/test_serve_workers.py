@@ -82,14 +82,17 @@ def test_workers_share_the_queue_and_stop_with_the_master(farm: Farm) -> None:
 
 
 def established_connections(pid: int, port: int) -> int:
-    """How many TCP connections to local ``port`` process ``pid`` holds open."""
+    """How many TCP connections to local ``port`` process ``pid`` holds open (0 once it is gone)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
                 inodes.add(fields[9])
-    held = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    try:
+        held = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    except FileNotFoundError:  # a short-lived child of the master, not a worker
+        return 0
     return sum(1 for link in held if link.startswith("socket:[") and link[8:-1] in inodes)
 
 
@@ -97,7 +100,6 @@ def test_a_fleet_connecting_at_once_is_spread_over_the_workers(farm: Farm) -> No
     """A builder's keep-alive connection stays with the worker that accepted it: a fleet that
     connects at once (after a master restart) must not all land on one worker."""
     master = farm.serve()
-    workers = workers_of(master.pid)
     port = int(farm.url.rsplit(":", 1)[1])
     fleet = [socket.create_connection(("127.0.0.1", port)) for _ in range(80)]
     try:
@@ -105,12 +107,12 @@ def test_a_fleet_connecting_at_once_is_spread_over_the_workers(farm: Farm) -> No
             conn.sendall(b"GET /simple/ HTTP/1.1\r\nHost: master\r\n\r\n")
         for conn in fleet:
             assert conn.recv(4096).startswith(b"HTTP/1.1 ")  # accepted and answered
-        held = [established_connections(pid, port) for pid in workers]
+        held = sorted(established_connections(pid, port) for pid in workers_of(master.pid))
     finally:
         for conn in fleet:
             conn.close()
     assert sum(held) == 80
-    assert min(held) >= 20, f"connections per worker: {held}"
+    assert held[-2] >= 20, f"connections per worker: {held}"  # both workers hold a fair share
 
 
 def test_a_second_master_on_the_same_port_is_refused(farm: Farm) -> None:
