@@ -49,17 +49,17 @@ class GuardWatch:
     """
 
     def __init__(self, shown: bool | None = False) -> None:
-        self.low = shown
+        self.shown = shown
 
     def check(self, master: Master) -> bool:
-        """Look at the disk; mark the site pages if the guard tripped or cleared since last time
-        (or what the page shows is unknown), and say whether it did."""
+        """Look at the disk; mark the site pages if the notice they show (or may show) is not the
+        guard's state now, and say whether it did."""
         low = disk_state(master.settings).low
-        if low == self.low:
+        if low == self.shown:
             return False
-        if low or self.low is not None:
+        if low or self.shown is not None:
             log.warning("disk guard %s: site pages marked for rewriting", "tripped" if low else "cleared")
-        self.low = low
+        self.shown = low
         master.dirty.mark()
         return True
 
