@@ -170,15 +170,21 @@ def test_an_expired_lease_is_refused_and_requeued(
     register(slow)
     register(fast)
     job = slow.post("/jobs/claim").json()
-    time.sleep(7)  # the 6 s lease runs out without a heartbeat
-    assert slow.post(f"/leases/{job['lease_id']}/heartbeat", json={}).status_code == 409
     wheel = make_wheel(CoreMetadata("demo", "1.0.0b0"), "py3-none-any")
+    assert put(slow, job["lease_id"], wheel.filename, wheel.content).status_code == 201
+    time.sleep(7)  # the 6 s lease runs out without a heartbeat: the builder was lost after uploading
+    assert slow.post(f"/leases/{job['lease_id']}/heartbeat", json={}).status_code == 409
     assert put(slow, job["lease_id"], wheel.filename, wheel.content).status_code == 409  # a late upload
     deadline = time.monotonic() + 10
     while (again := fast.post("/jobs/claim")).status_code == 204:  # the reaper returns it to the queue
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert again.json()["job_id"] == job["job_id"]
+    staged = config.parent / "data" / "staging" / job["lease_id"]
+    deadline = time.monotonic() + 20  # idle for a lease's length, then swept
+    while staged.exists():  # the lost builder's upload does not sit on the master's disk forever
+        assert time.monotonic() < deadline, f"{staged} was never swept"
+        time.sleep(0.5)
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ def test_kill_aborts_the_build_and_resume_lets_the_builder_claim_again(farm: Far
         timeout=60,
     )
     assert farm.query("SELECT status, reason FROM jobs") == [("queued", "build aborted by an admin")]
+    assert "0 success, 0 failed, 0 lost, 1 aborted" in farm.cli("status")  # an abort is an end
     assert builder.poll() is None  # the builder lives on, idle, claiming nothing
 
     admin = httpx.Client(base_url=farm.url + "/api/v1/admin", headers={"Authorization": f"Bearer {ADMIN}"})

@@ -198,3 +198,26 @@ def test_a_paused_or_killed_builder_is_handed_nothing(db: Database, targets: dic
     with db.write() as session:
         session.get_one(Builder, builder).state = BuilderState.active
     assert claim(db, targets[str(X86)], builder) is not None
+
+
+def test_a_handed_back_build_ends_aborted_and_its_job_is_claimable_again(
+    db: Database, targets: dict[str, int]
+) -> None:
+    add_version(db, "demo", "1.0", 1, targets)
+    stopping, other = make_builder(db, "stopping"), make_builder(db, "other")
+    job = claim(db, targets[str(X86)], stopping)
+    assert job is not None
+    with db.read() as session:
+        assert queue_sql.live_leases(session, [job.lease_id, "never-issued"]) == {job.lease_id}
+    with db.write() as session, pytest.raises(LeaseLost):
+        queue_sql.hand_back(session, job.lease_id, other, "not its lease")
+    with db.write() as session:
+        queue_sql.hand_back(session, job.lease_id, stopping, "released by a stopping builder")
+    with db.read() as session:
+        build = session.scalars(select(Build)).one()
+        assert build.status is BuildStatus.aborted
+        assert build.finished_at is not None  # it ended: it counts among the builds that finished
+        assert queue_sql.live_leases(session, [job.lease_id]) == set()
+        assert session.get_one(Job, job.job_id).reason == "released by a stopping builder"
+    again = claim(db, targets[str(X86)], other)
+    assert again is not None and again.job_id == job.job_id

@@ -245,6 +245,29 @@ def leased_job(session: Session, lease_id: str, builder: int) -> Job:
     return job
 
 
+def hand_back(session: Session, lease_id: str, builder: int, reason: str) -> None:
+    """End the build under a live lease as aborted and put its job back in the queue.
+
+    For builds that end without a verdict on the package: an admin killed the builder, or the
+    builder is stopping. The abort stamps its finish, so it counts among the builds that ended.
+    """
+    job = leased_job(session, lease_id, builder)
+    session.execute(
+        update(Build)
+        .where(Build.lease_id == lease_id)
+        .values(status=BuildStatus.aborted, finished_at=utcnow())
+    )
+    finish(session, job, status=JobStatus.queued, reason=reason)
+
+
+def live_leases(session: Session, lease_ids: Sequence[str]) -> set[str]:
+    """Which of ``lease_ids`` a builder still holds (expired ones included until reaped)."""
+    if not lease_ids:
+        return set()
+    held = select(Job.lease_id).where(Job.lease_id.in_(lease_ids), Job.status == JobStatus.leased)
+    return {lease for lease in session.scalars(held) if lease is not None}
+
+
 _EXTEND = Statement(
     "UPDATE jobs SET lease_expires = :expires "
     "WHERE lease_id = :lease AND builder_id = :builder AND status = 'leased' AND lease_expires > :now"

@@ -17,11 +17,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import update
 
 from wheelmill.db import builders as builder_sql
 from wheelmill.db import jobs as queue_sql
-from wheelmill.db.tables import Build, BuilderState, BuildStatus, JobStatus
+from wheelmill.db.tables import BuilderState
 from wheelmill.errors import AuthError, Forbidden, UploadRefused
 from wheelmill.master import completion
 from wheelmill.master.auth import Caller
@@ -214,13 +213,12 @@ async def heartbeat(lease_id: str, body: Heartbeat, master: MasterDep, caller: C
             session, caller.id, phase=body.phase, load=body.load, disk_free_bytes=body.disk_free_bytes
         )
         if state is BuilderState.killed:
-            job = queue_sql.leased_job(session, lease_id, caller.id)
-            session.execute(
-                update(Build).where(Build.lease_id == lease_id).values(status=BuildStatus.aborted)
-            )
-            queue_sql.finish(session, job, status=JobStatus.queued, reason="build aborted by an admin")
-            return HeartbeatAnswer(lease_expires=datetime.now().astimezone(), action="abort")
-        expires = queue_sql.extend_lease(session, lease_id, caller.id, master.settings.lease_seconds)
+            queue_sql.hand_back(session, lease_id, caller.id, "build aborted by an admin")
+        else:
+            expires = queue_sql.extend_lease(session, lease_id, caller.id, master.settings.lease_seconds)
+    if state is BuilderState.killed:  # its uploads, if any, will never be completed
+        master.staging.drop(lease_id)
+        return HeartbeatAnswer(lease_expires=datetime.now().astimezone(), action="abort")
     action = "pause" if state is BuilderState.paused else "continue"
     return HeartbeatAnswer(lease_expires=expires, action=action)
 
@@ -233,9 +231,7 @@ async def release(lease_id: str, master: MasterDep, caller: CallerDep) -> Respon
     once, and in the thread pool each held its transaction open while it waited for the GIL
     (on PostgreSQL, 145 ms "idle in transaction", holding the job's row lock)."""
     with master.db.write() as session:
-        job = queue_sql.leased_job(session, lease_id, caller.id)
-        session.execute(update(Build).where(Build.lease_id == lease_id).values(status=BuildStatus.aborted))
-        queue_sql.finish(session, job, status=JobStatus.queued, reason="released by a stopping builder")
+        queue_sql.hand_back(session, lease_id, caller.id, "released by a stopping builder")
     master.staging.drop(lease_id)
     return Response(status_code=204)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from wheelmill.db import jobs as queue_sql
 from wheelmill.db import pending
@@ -88,7 +88,14 @@ def start_loops(master: Master, stop: threading.Event) -> list[Loop]:
                     pending.mark(session, projects=changed)
         master.dirty.wakeup.set()
 
+    def still_held(lease_ids: Sequence[str]) -> set[str]:
+        with master.db.read() as session:
+            return queue_sql.live_leases(session, lease_ids)
+
     def reap() -> None:
+        swept = master.staging.sweep(still_held, idle_seconds=settings.lease_seconds)
+        if swept:
+            log.info("dropped the uploads of %d ended leases from staging", len(swept))
         with master.db.read() as session:
             if not queue_sql.reap_due(session):
                 return

@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +132,34 @@ class Staging:
         directory = self.lease_dir(lease_id)
         if directory.exists():  # most failed builds uploaded nothing: skip rmtree's cost
             shutil.rmtree(directory, ignore_errors=True)
+
+    def sweep(self, still_held: Callable[[Sequence[str]], set[str]], idle_seconds: float) -> list[str]:
+        """Drop the directories of leases that ended without dropping theirs; return their ids.
+
+        A lease the reaper took back from a lost builder leaves its uploads here, and so does a
+        master stopped between a completion's commit and its drop: years of those fill a disk.
+        A directory written to within ``idle_seconds`` is kept whatever ``still_held`` says, so
+        an upload still streaming into it is never cut (its completion is refused anyway).
+        """
+        if not self.root.is_dir():
+            return []
+        cutoff = time.time() - idle_seconds
+        idle = [entry.name for entry in self.root.iterdir() if _last_write(entry) < cutoff]
+        if not idle:
+            return []
+        ended = sorted(set(idle) - still_held(idle))
+        for lease_id in ended:
+            self.drop(lease_id)
+        return ended
+
+
+def _last_write(directory: Path) -> float:
+    """When anything in a lease directory last changed (a streaming upload updates its part file).
+
+    A directory that a completion drops while this looks reads as just written: left for the next
+    sweep, which will not find it.
+    """
+    try:
+        return max([directory.stat().st_mtime, *(entry.stat().st_mtime for entry in directory.iterdir())])
+    except (FileNotFoundError, NotADirectoryError):
+        return time.time()
