@@ -153,7 +153,7 @@ def test_a_build_being_started_dies_with_the_builder(tmp_path: Path) -> None:
             "import subprocess, sys, time\n"
             "from wheelmill.builder.sandbox import Limits, _preexec\n"
             f"argv = ['/bin/sh', '-c', 'sleep 300 # {marker}']\n"
-            "subprocess.Popen(argv, preexec_fn=_preexec(Limits(), []))\n"
+            "subprocess.Popen(argv, preexec_fn=_preexec(Limits(), [], None))\n"
             "print('started', flush=True)\n"
             "time.sleep(300)\n",
         ],
@@ -167,6 +167,40 @@ def test_a_build_being_started_dies_with_the_builder(tmp_path: Path) -> None:
     while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert processes_with(marker) == []
+
+
+@pytest.mark.slow
+def test_a_builder_killed_as_its_sandbox_starts_leaves_no_sandbox(tmp_path: Path) -> None:
+    """Killed the moment bubblewrap appears, before the sandbox's launcher ties the build to the
+    builder: the warden outside the sandbox ends it instead (warden.py)."""
+    starter = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from wheelmill.builder.sandbox import Limits, make_sandbox\n"
+        "argv = ['/bin/sh', '-c', 'sleep 300 # ' + sys.argv[2]]\n"
+        "make_sandbox('required').run(argv, workdir=Path(sys.argv[1]), env={}, limits=Limits())\n"
+    )
+    for attempt in range(5):
+        marker = f"wheelmill-start-{uuid.uuid4().hex}"
+        workdir = tmp_path / str(attempt)
+        workdir.mkdir()
+        builder = subprocess.Popen([sys.executable, "-c", starter, str(workdir), marker])
+        deadline = time.monotonic() + 30
+        while not any(_command_name(pid) == "bwrap" for pid in processes_with(marker)):
+            assert time.monotonic() < deadline and builder.poll() is None, "the sandbox never started"
+        builder.kill()
+        builder.wait()
+        deadline = time.monotonic() + 10
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with(marker) == [], f"attempt {attempt}: the sandbox outlived its builder"
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_fork_bomb_is_contained_and_the_next_build_works(sandbox: Sandbox, workdir: Path) -> None:

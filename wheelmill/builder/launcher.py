@@ -8,10 +8,8 @@ promise that alone: the sandbox's init arms it only some milliseconds into its s
 builder killed in that window (measured: half of 40 kills in the first 40 ms) left the sandbox
 running, parented to the host's init, for good. A detached keeper waits for end of file and then
 kills the build's first process, whose end ends the sandbox: its init exits, and with it every
-process of its PID namespace, keeper included. Not covered: a sandbox init that never gets as far
-as starting this launcher. CI once saw a bwrap outlive a builder killed 20 ms into the start, most
-likely the init still waiting for its dead parent's go-ahead; the cure would be a supervisor
-between builder and bwrap that is a child subreaper and kills what is orphaned to it.
+process of its PID namespace, keeper included. A sandbox init that never gets as far as starting
+this launcher (still waiting for its dead parent's go-ahead) is the warden's to end (warden.py).
 
 Proxy. The sandbox's network namespace holds only loopback, and HTTP clients speak TCP to a
 proxy, so the keeper relays each TCP connection on 127.0.0.1:PORT to the index proxy's Unix

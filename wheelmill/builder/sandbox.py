@@ -5,7 +5,8 @@ session, a timeout that kills the whole tree, rlimits, a log capped to its head 
 watched scratch size. bubblewrap adds a read-only system with a curated /etc, no view of the host's
 /root, /home, /work or /tmp, and its own user, PID and network namespaces; the network is loopback
 plus the index proxy (netproxy.py). Inside, launcher.py starts each command: it relays the proxy
-and kills the build once the builder is gone, which bubblewrap alone does not always do.
+and kills the build once the builder is gone, which bubblewrap alone does not always do. Outside,
+warden.py starts bubblewrap and does the same for a sandbox that dies before the launcher runs.
 
 A build root (``wheelmill builder --root DIR``, a Debian userland of another architecture run by
 qemu-user) takes the host system's place: its /usr, top-level links and /etc entries are mounted
@@ -43,7 +44,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from wheelmill.builder import launcher
+from wheelmill.builder import launcher, warden
 from wheelmill.builder.netproxy import NetProxy
 from wheelmill.errors import SandboxUnavailable
 
@@ -241,7 +242,7 @@ class Sandbox:
         with ExitStack() as stack:
             cgroups = stack.enter_context(_Cgroups(limits))
             proxy_url = None
-            passed_fds: tuple[int, ...] = ()
+            lifeline: int | None = None
             if self.bwrap is None:
                 if self.allowed_hosts:
                     proxy_url = stack.enter_context(NetProxy(self.allowed_hosts)).url
@@ -254,16 +255,16 @@ class Sandbox:
                     proxy_url = f"http://127.0.0.1:{PROXY_PORT}"
                     proxy = ["--proxy", f"{RUN_DIR}/proxy.sock", str(PROXY_PORT)]
                 lifeline = _lifeline(stack)
-                passed_fds = (lifeline,)
                 shutil.copyfile(launcher.__file__, rundir / "launcher.py")
                 python = ROOT_PYTHON if self.root else str(LAUNCHER_PYTHON)
                 argv = [python, "-I", "-S", f"{RUN_DIR}/launcher.py", str(lifeline), *proxy, "--", *argv]
                 if not self.root and not LAUNCHER_PYTHON.is_relative_to("/usr"):
                     binds.append(Path(sys.base_prefix))
                 args = _bwrap_args(workdir, binds, rundir, self.root or HOST_ROOT)
-                argv = [self.bwrap, *args, "--", *argv]
+                bwrap = [self.bwrap, *args, "--", *argv]
+                argv = [sys.executable, "-I", "-S", warden.__file__, str(lifeline), "--", *bwrap]
             build_env = _environment(workdir, env, proxy_url)
-            result = _supervise(argv, workdir, build_env, limits, cgroups, cancel, self.mode, passed_fds)
+            result = _supervise(argv, workdir, build_env, limits, cgroups, cancel, self.mode, lifeline)
         return result
 
 
@@ -406,18 +407,19 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def _die_with(parent: int) -> None:
     """In the child: be killed when the thread that started us dies, as when the builder is SIGKILLed.
 
-    bubblewrap's --die-with-parent arms the same signal only once it runs, so a builder killed
-    between this fork and bubblewrap's start left the build running, parented to init, for good.
-    Armed here before the exec (it survives it), and checked: a parent already gone means no build.
+    For a build with no lifeline (unconfined): a builder killed between this fork and the exec
+    would otherwise leave the build running, parented to init, for good. Armed here before the
+    exec (it survives it), and checked: a parent already gone means no build. A sandboxed build's
+    warden must outlive the builder to clean up after it, and watches the lifeline instead.
     """
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
 
 
-def _preexec(limits: Limits, join_fds: list[int]) -> Callable[[], None]:
-    """What the child does between fork and exec: tie its life to ours, join the cgroups and set
-    the rlimits."""
+def _preexec(limits: Limits, join_fds: list[int], lifeline: int | None) -> Callable[[], None]:
+    """What the child does between fork and exec: tie its life to ours (unless it watches the
+    ``lifeline``), join the cgroups and set the rlimits."""
     rlimits = [(resource.RLIMIT_CORE, 0)]
     if limits.memory_bytes is not None:
         rlimits.append((resource.RLIMIT_DATA, limits.memory_bytes))
@@ -429,7 +431,8 @@ def _preexec(limits: Limits, join_fds: list[int]) -> Callable[[], None]:
     parent = os.getpid()
 
     def preexec() -> None:
-        _die_with(parent)
+        if lifeline is None:
+            _die_with(parent)
         for fd in join_fds:
             os.write(fd, b"0")
         for which, value in rlimits:
@@ -527,7 +530,7 @@ def _supervise(
     cgroups: _Cgroups,
     cancel: threading.Event | None,
     mode: str,
-    pass_fds: tuple[int, ...] = (),
+    lifeline: int | None = None,
 ) -> SandboxResult:
     """Start argv, read its output into the capped log, enforce the limits, reap everything."""
     output = _LogCap(limits.log_bytes)
@@ -536,7 +539,8 @@ def _supervise(
     try:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir,
-            env=env, start_new_session=True, preexec_fn=_preexec(limits, join_fds), pass_fds=pass_fds,
+            env=env, start_new_session=True, preexec_fn=_preexec(limits, join_fds, lifeline),
+            pass_fds=() if lifeline is None else (lifeline,),
         )  # fmt: skip
     finally:
         for fd in join_fds:

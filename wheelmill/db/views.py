@@ -420,7 +420,7 @@ def finished_builds_by_status(
 
 
 def unfinished_builds_by_status(session: Session) -> Counter[str]:
-    """Running builds, and aborted ones (an abort stamps no finish), by status."""
+    """Running builds by status, and aborted ones recorded before an abort stamped its finish."""
     query = select(Build.status, func.count()).where(Build.finished_at.is_(None)).group_by(Build.status)
     return Counter({str(status): count for status, count in session.execute(query)})
 
