@@ -221,3 +221,20 @@ def test_a_handed_back_build_ends_aborted_and_its_job_is_claimable_again(
         assert session.get_one(Job, job.job_id).reason == "released by a stopping builder"
     again = claim(db, targets[str(X86)], other)
     assert again is not None and again.job_id == job.job_id
+
+
+def test_builds_handed_back_are_not_counted_as_attempts(db: Database, targets: dict[str, int]) -> None:
+    add_version(db, "demo", "1.0", 1, targets)
+    builder = make_builder(db, "pi")
+    for _ in range(3):  # three restarts of the fleet, each during the build
+        held = claim(db, targets[str(X86)], builder, lease=30)
+        assert held is not None
+        with db.write() as session:
+            queue_sql.hand_back(session, held.lease_id, builder, "released by a stopping builder")
+    lost = claim(db, targets[str(X86)], builder, lease=30)
+    assert lost is not None
+    with db.write() as session:  # then the builder is lost once
+        queue_sql.reap(session, max_attempts=2, now=datetime.now(UTC) + timedelta(seconds=31))
+    with db.read() as session:
+        job = session.get_one(Job, lost.job_id)
+        assert (job.status, job.reason) == (JobStatus.queued, "builder lost; retrying")

@@ -250,8 +250,11 @@ def hand_back(session: Session, lease_id: str, builder: int, reason: str) -> Non
 
     For builds that end without a verdict on the package: an admin killed the builder, or the
     builder is stopping. The abort stamps its finish, so it counts among the builds that ended.
+    It is no attempt: a long build through two fleet restarts must not be one lost builder away
+    from being given up (``max_attempts``).
     """
     job = leased_job(session, lease_id, builder)
+    job.attempts = max(0, job.attempts - 1)
     session.execute(
         update(Build)
         .where(Build.lease_id == lease_id)
