@@ -89,16 +89,20 @@ def main(argv: list[str]) -> None:
     if _builder_gone(lifeline, 0):
         sys.exit(1)  # killed while this started: no sandbox at all
     sandbox = os.posix_spawnp(command[0], command, os.environ)  # the lifeline is inherited: not CLOEXEC
-    killed = False
+    status = _wait_for(sandbox, lifeline)
+    _kill_all_children()
+    _exit_like(status)
+
+
+def _wait_for(sandbox: int, lifeline: int) -> int:
+    """The sandbox's wait status once it ends; killed first if the builder goes meanwhile."""
     while True:
         pid, status = os.waitpid(sandbox, os.WNOHANG)
         if pid:
-            break
-        if _builder_gone(lifeline, POLL_SECONDS) and not killed:
+            return status
+        if _builder_gone(lifeline, POLL_SECONDS):
             os.kill(sandbox, signal.SIGKILL)
-            killed = True
-    _kill_all_children()
-    _exit_like(status)
+            return os.waitpid(sandbox, 0)[1]
 
 
 if __name__ == "__main__":
