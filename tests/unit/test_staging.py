@@ -43,9 +43,9 @@ def test_the_sweep_drops_only_idle_uploads_of_leases_no_builder_holds(tmp_path: 
 
 def test_a_sweep_with_nothing_idle_asks_the_database_nothing(tmp_path: Path) -> None:
     staging = Staging(tmp_path / "staging")
-    assert staging.sweep(lambda ids: never_asked(ids), idle_seconds=HOUR) == []  # no staging yet
+    assert staging.sweep(never_asked, idle_seconds=HOUR) == []  # no staging yet
     leave_uploads(staging, "fresh", age_seconds=1)
-    assert staging.sweep(lambda ids: never_asked(ids), idle_seconds=HOUR) == []
+    assert staging.sweep(never_asked, idle_seconds=HOUR) == []
 
 
 def never_asked(lease_ids: Sequence[str]) -> set[str]:
