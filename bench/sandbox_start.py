@@ -35,7 +35,7 @@ from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import processes_with
+from tests.helpers import command_name, processes_with
 from wheelmill.builder.sandbox import Limits, make_sandbox
 
 BUILDER = """
@@ -60,18 +60,11 @@ def start_cost(runs: int, workdir: Path) -> float:
     return statistics.median(times)
 
 
-def _name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def kill_at_start(workdir: Path) -> bool:
     """Kill a builder as its sandbox starts; whether anything of that sandbox outlived it."""
     marker = f"wheelmill-bench-{uuid.uuid4().hex}"
     builder = subprocess.Popen([sys.executable, "-c", BUILDER, str(workdir), marker])
-    while not any(_name(pid) == "bwrap" for pid in processes_with(marker)):
+    while not any(command_name(pid) == "bwrap" for pid in processes_with(marker)):
         if builder.poll() is not None:
             raise RuntimeError("the builder ended before its sandbox started")
     time.sleep(random.uniform(0, KILL_JITTER_S))

@@ -67,3 +67,11 @@ def processes_with(marker: str) -> list[int]:
         except OSError:  # gone meanwhile
             pass
     return found
+
+
+def command_name(pid: int) -> str:
+    """A process's command name (bwrap, python3...), or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import processes_with
+from tests.helpers import command_name, processes_with
 from wheelmill.builder.buildenv import describe_environment
 from wheelmill.builder.sandbox import Limits, Sandbox, SandboxResult, make_sandbox
 from wheelmill.errors import SandboxUnavailable
@@ -186,7 +186,7 @@ def test_a_builder_killed_as_its_sandbox_starts_leaves_no_sandbox(tmp_path: Path
         workdir.mkdir()
         builder = subprocess.Popen([sys.executable, "-c", starter, str(workdir), marker])
         deadline = time.monotonic() + 30
-        while not any(_command_name(pid) == "bwrap" for pid in processes_with(marker)):
+        while not any(command_name(pid) == "bwrap" for pid in processes_with(marker)):
             assert time.monotonic() < deadline and builder.poll() is None, "the sandbox never started"
         builder.kill()
         builder.wait()
@@ -194,13 +194,6 @@ def test_a_builder_killed_as_its_sandbox_starts_leaves_no_sandbox(tmp_path: Path
         while processes_with(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert processes_with(marker) == [], f"attempt {attempt}: the sandbox outlived its builder"
-
-
-def _command_name(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 def test_fork_bomb_is_contained_and_the_next_build_works(sandbox: Sandbox, workdir: Path) -> None:
